@@ -1,0 +1,141 @@
+"""The shell script that assembles a root filesystem inside fresh namespaces, then execs the payload.
+
+Build steps and sandboxes both start as ``unshare ... -- bash -p -c SCRIPT bash ARGS...``. The script,
+already inside the new mount (and PID, ...) namespaces, does:
+
+1. mount the overlay (upper over image layers over the mask over the host root "/"),
+2. mount its own /proc, /sys (read-only), /dev (tmpfs with the usual nodes and a private devpts
+   instance, so PTYs work), /dev/shm and, for sandboxes, /run,
+3. join cgroups, set the hostname, bring loopback up,
+4. ``pivot_root`` into the overlay, bind the volumes (their targets resolved inside the new root, so an
+   image symlink cannot point a mount outside it), detach the old root,
+5. report ``READY <host pid>`` on a status pipe and ``exec`` the payload, which becomes the namespace's
+   init (PID 1).
+
+Everything happens inside the namespace, so all these mounts vanish with it: the host mount table
+never sees a sandbox's mounts. Setup diagnostics go to the status pipe (not to the payload's stderr),
+so a failure is reported by ``start`` as a clear error.
+
+Variables the script needs are baked in with ``shlex.quote``; the payload's environment is the process
+environment itself (never on a command line), and the script unsets what bash adds (PWD, OLDPWD, SHLVL).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modal_emulator.runtime._host import tool
+
+PIVOT_DIR = ".modal-emulator-oldroot"
+
+# Overlay options that keep an upper dir self-contained, so it can later serve as a lower layer
+# (a snapshot or a build step): no redirects to, index of, or metadata-only copies of lower files.
+_OVERLAY_OPTIONS = "redirect_dir=off,index=off,metacopy=off"
+
+_BASH_ADDED_VARS = ("PWD", "OLDPWD", "SHLVL")
+
+
+@dataclass
+class RootfsPlan:
+    layers_dir: Path                   # lower layer names are relative to it (keeps the mount options short)
+    lower_layers: list[str]            # bottom -> top, the mask layer first; the host root "/" is implicit below
+    upper: Path
+    work: Path
+    merged: Path
+    status_fd: int
+    payload_env_names: set[str]        # variables the payload must keep even if bash added them
+    workdir: str | None = None
+    create_workdir: bool = False
+    hostname: str | None = None
+    loopback_up: bool = False
+    run_tmpfs: bool = False
+    mount_sysfs: bool = True
+    cgroup_procs_files: list[Path] = field(default_factory=list)
+    volumes: list[tuple[Path, str, bool]] = field(default_factory=list)
+
+
+def check_layer_name(name: str) -> None:
+    # ':' separates overlay lower dirs and ',' separates mount options: neither may appear in a name.
+    if any(ch in name for ch in ":,\\\n") or name.startswith("/"):
+        raise ValueError(f"layer id not usable in an overlay mount: {name!r}")
+
+
+def _lowerdir(plan: RootfsPlan) -> str:
+    for name in plan.lower_layers:
+        check_layer_name(name)
+    return ":".join([*reversed(plan.lower_layers), "/"])
+
+
+def setup_script(plan: RootfsPlan, payload: str) -> str:
+    """The bash script; `payload` is the last line (e.g. ``exec -- "$@"``)."""
+    q = shlex.quote
+    mount, mkdir, mknod, ln = tool("mount"), tool("mkdir"), tool("mknod"), tool("ln")
+    umount, rmdir, pivot_root = tool("umount"), tool("rmdir"), tool("pivot_root")
+    merged = q(str(plan.merged))
+    fd = plan.status_fd
+    options = f"lowerdir={_lowerdir(plan)},upperdir={plan.upper},workdir={plan.work},{_OVERLAY_OPTIONS}"
+    lines = [
+        "set -e",
+        f"exec {{emu_stderr}}>&2 2>&{fd}",
+        f"cd {q(str(plan.layers_dir))}",
+        f"{mount} -t overlay overlay -o {q(options)} {merged}",
+        f"cd {merged}",
+        f"{mount} -t proc -o nosuid,nodev,noexec proc proc",
+    ]
+    if plan.mount_sysfs:
+        lines.append(f"{mount} -t sysfs -o ro,nosuid,nodev,noexec sysfs sys")
+    lines += [
+        f"{mount} -t tmpfs -o mode=755,nosuid,size=65536k tmpfs dev",
+        f"{mknod} -m 666 dev/null c 1 3",
+        f"{mknod} -m 666 dev/zero c 1 5",
+        f"{mknod} -m 666 dev/full c 1 7",
+        f"{mknod} -m 666 dev/random c 1 8",
+        f"{mknod} -m 666 dev/urandom c 1 9",
+        f"{mknod} -m 666 dev/tty c 5 0",
+        f"{mkdir} -m 755 dev/pts",
+        f"{mkdir} -m 1777 dev/shm",
+        f"{mount} -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts dev/pts",
+        f"{ln} -s pts/ptmx dev/ptmx",
+        f"{ln} -s /proc/self/fd dev/fd",
+        f"{ln} -s /proc/self/fd/0 dev/stdin",
+        f"{ln} -s /proc/self/fd/1 dev/stdout",
+        f"{ln} -s /proc/self/fd/2 dev/stderr",
+        f"{mount} -t tmpfs -o mode=1777,nosuid,nodev tmpfs dev/shm",
+    ]
+    if plan.run_tmpfs:
+        lines.append(f"{mount} -t tmpfs -o mode=755,nosuid,nodev tmpfs run")
+    for procs in plan.cgroup_procs_files:
+        lines.append(f"echo 0 > {q(str(procs))}")
+    if plan.hostname:
+        lines.append(f"printf %s {q(plan.hostname)} > /proc/sys/kernel/hostname")
+    if plan.loopback_up:
+        lines.append(f"{tool('ip')} link set lo up")
+    lines += [
+        # The host /proc is still mounted here, so /proc/self names this shell by its host pid.
+        "read -r emu_stat < /proc/self/stat",
+        f"{mkdir} -p {PIVOT_DIR}",
+        f"{pivot_root} . {PIVOT_DIR}",
+        "cd /",
+    ]
+    for host_dir, target, read_only in plan.volumes:
+        host_path = q(f"/{PIVOT_DIR}{Path(host_dir).absolute()}")
+        lines += [f"{mkdir} -p -- {q(target)}", f"{mount} --bind {host_path} {q(target)}"]
+        if read_only:
+            lines.append(f"{mount} -o remount,bind,ro {q(target)}")
+    lines += [f"{umount} -l /{PIVOT_DIR}", f"{rmdir} /{PIVOT_DIR}"]
+    if plan.workdir:
+        if plan.create_workdir:
+            lines.append(f"{mkdir} -p -- {q(plan.workdir)}")
+        lines.append(f"cd -- {q(plan.workdir)}")
+    lines += [
+        f"printf 'READY %s\\n' \"${{emu_stat%% *}}\" >&{fd}",
+        f"exec 2>&$emu_stderr {{emu_stderr}}>&- {fd}>&-",
+        "unset emu_stat emu_stderr",
+    ]
+    dropped = [name for name in _BASH_ADDED_VARS if name not in plan.payload_env_names]
+    if dropped:
+        lines.append("unset " + " ".join(dropped))
+    lines.append(payload)
+    return "\n".join(lines) + "\n"

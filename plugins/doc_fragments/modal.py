@@ -1,0 +1,87 @@
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+    """Options every mngr.modal module and the inventory share: credentials, environment, app and key folder."""
+
+    DOCUMENTATION = r"""
+options:
+  token_id:
+    description:
+      - ID of the Modal API token (the C(ak-...) part).
+      - When O(token_id) and O(token_secret) are both given, the module uses them and does not read the user's
+        C(~/.modal.toml). When neither is given, the Modal SDK's own configuration applies
+        (E(MODAL_TOKEN_ID)/E(MODAL_TOKEN_SECRET), then the active profile in C(~/.modal.toml)).
+      - Create a token with C(modal token new), or in the Modal dashboard.
+    type: str
+    env:
+      - name: MODAL_TOKEN_ID
+  token_secret:
+    description:
+      - Secret of the Modal API token (the C(as-...) part). Never logged.
+    type: str
+    env:
+      - name: MODAL_TOKEN_SECRET
+  environment:
+    description:
+      - Name of the Modal environment the app lives in.
+      - When unset, the workspace's default environment is used.
+    type: str
+    env:
+      - name: MODAL_ENVIRONMENT
+  app:
+    description:
+      - Name of the Modal app that holds the hosts of this installation, and prefix of its state volume
+        (C(<app>-state)) where host records and the snapshot catalog live.
+      - Hosts are looked up by name within this app only.
+    type: str
+    default: mngr-modal
+    env:
+      - name: MNGR_MODAL_APP
+  key_dir:
+    description:
+      - Folder on the controller where each host's SSH client key, host key and pinned C(known_hosts) file are kept,
+        one sub-folder per host (folders mode 0700, keys mode 0600).
+      - When unset, C(~/.mngr-modal/keys) of the user running Ansible.
+    type: path
+    env:
+      - name: MNGR_MODAL_KEY_DIR
+notes:
+  - The Modal SDK honours E(MODAL_SERVER_URL); point it at another API endpoint (for example a local
+    C(modal-emulator serve)) and every module follows it.
+requirements:
+  - modal >= 1.6.4, < 2
+  - cryptography
+"""
+
+    # Module attributes, in the shape ansible-core documents them (see community.docker's attributes fragment).
+    ATTRIBUTES = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+"""
+
+    INFO_MODULE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details:
+      - This action does not modify state.
+  diff_mode:
+    support: N/A
+    details:
+      - This action does not modify state.
+  idempotent:
+    support: full
+"""

@@ -1,0 +1,272 @@
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This module is private to the mngr.modal collection: its interface may change without notice.
+
+"""Everything between a module and the Modal SDK: import guard, credentials, retries and error mapping.
+
+A module builds one :class:`ModalSession` from its parameters and runs every SDK call through
+:meth:`ModalSession.call`, which retries transient failures and turns every other failure into a
+:class:`ModalError` whose message says what went wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import time
+import traceback
+import typing as t
+from urllib.parse import urlsplit
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+try:
+    # Only probe for the SDK here. Importing it reads ~/.modal.toml, which a module given explicit
+    # credentials must not do, so the real import waits until the session knows its credentials.
+    import importlib.util
+
+    HAS_MODAL = importlib.util.find_spec("modal") is not None
+    MODAL_IMPORT_ERROR = None if HAS_MODAL else "No module named 'modal'"
+except ImportError:  # pragma: no cover - importlib is part of the standard library
+    HAS_MODAL = False
+    MODAL_IMPORT_ERROR = traceback.format_exc()
+
+DEFAULT_APP = "mngr-modal"
+DEFAULT_SERVER_URL = "https://api.modal.com"
+DEFAULT_KEY_DIR = "~/.mngr-modal/keys"
+
+# The SDK keeps retrying a server that refuses connections for about a minute before it gives up.
+# A module fails much sooner with a clear message when nothing listens at the server URL.
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+# gRPC statuses worth another try: the SDK itself retries exactly these (see RETRYABLE_GRPC_STATUS_CODES
+# in modal._utils.grpc_utils); a call that still fails after the SDK's own retries is retried here as a whole.
+TRANSIENT_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN"})
+
+AUTH_HELP = (
+    "Create a token with `modal token new`, or set the environment variables MODAL_TOKEN_ID and "
+    "MODAL_TOKEN_SECRET (or the options token_id and token_secret) to a valid token. "
+    "`modal token info` shows which token is in use."
+)
+
+
+def modal_argument_spec() -> dict[str, dict[str, t.Any]]:
+    """The shared options of every module, as documented in the ``mngr.modal.modal`` doc fragment."""
+    return {
+        "token_id": {"type": "str", "fallback": (env_fallback, ["MODAL_TOKEN_ID"])},
+        "token_secret": {"type": "str", "no_log": True, "fallback": (env_fallback, ["MODAL_TOKEN_SECRET"])},
+        "environment": {"type": "str", "fallback": (env_fallback, ["MODAL_ENVIRONMENT"])},
+        "app": {"type": "str", "default": DEFAULT_APP, "fallback": (env_fallback, ["MNGR_MODAL_APP"])},
+        "key_dir": {"type": "path", "fallback": (env_fallback, ["MNGR_MODAL_KEY_DIR"])},
+    }
+
+
+class ModalError(Exception):
+    """A failure to report to the user: ``msg`` says what happened and what to do; code and details ride along."""
+
+    def __init__(self, msg: str, code: str | None = None, details: str | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.code = code
+        self.details = details
+
+    def fail_kwargs(self) -> dict[str, t.Any]:
+        """Keyword arguments for ``module.fail_json``."""
+        kwargs: dict[str, t.Any] = {"msg": self.msg}
+        if self.code is not None:
+            kwargs["error_code"] = self.code
+        if self.details:
+            kwargs["error_details"] = self.details
+        return kwargs
+
+
+class RetryPolicy:
+    """Jittered exponential backoff ("full jitter"): attempt n waits a random time up to base * 2**n, capped."""
+
+    def __init__(self, max_attempts: int = 4, base_delay: float = 0.5, max_delay: float = 8.0,
+                 sleep: t.Callable[[float], None] = time.sleep, rand: t.Callable[[], float] = random.random) -> None:
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self._sleep = sleep
+        self._rand = rand
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
+        return self._rand() * min(self.max_delay, self.base_delay * (2 ** attempt))
+
+    def run(self, fn: t.Callable[[], t.Any], is_transient: t.Callable[[BaseException], bool]) -> t.Any:
+        """Call ``fn`` until it succeeds, fails permanently, or ``max_attempts`` is used up."""
+        for attempt in range(self.max_attempts):
+            try:
+                return fn()
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                if attempt + 1 >= self.max_attempts or not is_transient(exc):
+                    raise
+                self._sleep(self.delay(attempt))
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+
+def grpc_status_name(exc: BaseException) -> str | None:
+    """The gRPC status name carried by an SDK exception (``UNAVAILABLE``...), or None."""
+    # modal's exceptions wrap grpclib.GRPCError and keep the status in a private attribute; reading
+    # the public ``status`` property would print a deprecation warning into module output.
+    status = getattr(exc, "_grpc_status", None)
+    if status is None and type(exc).__name__ == "GRPCError":
+        status = getattr(exc, "status", None)
+    if status is None:
+        return None
+    return getattr(status, "name", str(status))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call is worth repeating: only the gRPC statuses the SDK itself treats as transient."""
+    return grpc_status_name(exc) in TRANSIENT_STATUSES
+
+
+def map_error(exc: BaseException, server_url: str) -> ModalError:
+    """Turn any exception raised by the SDK into a ModalError with an actionable message."""
+    if isinstance(exc, ModalError):
+        return exc
+    kind = type(exc).__name__
+    text = str(exc) or kind
+    status = grpc_status_name(exc)
+    if kind == "AuthError" or status == "UNAUTHENTICATED":
+        return ModalError(f"Modal did not accept the credentials: {text}. {AUTH_HELP}", code=status or "UNAUTHENTICATED")
+    if status == "PERMISSION_DENIED":
+        return ModalError(
+            f"Modal refused the request: {text}. The token is valid but lacks access to this workspace or "
+            "environment; check the environment option and the token's workspace (`modal token info`).",
+            code=status,
+        )
+    if kind in ("ConnectionError", "ConnectionRefusedError", "RetryTimeoutError") or isinstance(exc, (OSError, TimeoutError)):
+        return ModalError(
+            f"Cannot reach the Modal API at {server_url}: {text}. Check the network, or MODAL_SERVER_URL if it "
+            "points at another server.",
+            code=status or "UNAVAILABLE",
+        )
+    if status is not None:
+        return ModalError(f"Modal API error {status}: {text}", code=status, details=text)
+    return ModalError(f"Modal SDK error ({kind}): {text}", details=text)
+
+
+def server_url_from_env() -> str:
+    """The API URL the SDK will use: MODAL_SERVER_URL when set, else Modal's own."""
+    return os.environ.get("MODAL_SERVER_URL") or DEFAULT_SERVER_URL
+
+
+def check_reachable(server_url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Fail fast with a ModalError when no server accepts TCP connections at ``server_url``.
+
+    The URL may be a comma-separated list, as the SDK accepts; one reachable entry is enough.
+    """
+    problems = []
+    for url in (part.strip() for part in server_url.split(",") if part.strip()):
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            if os.path.exists(parts.path):
+                return
+            problems.append(f"{url}: no such socket")
+            continue
+        host = parts.hostname
+        if not host:
+            problems.append(f"{url}: not a URL with a host name")
+            continue
+        port = parts.port or (443 if parts.scheme.endswith("s") else 80)
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError as exc:
+            problems.append(f"{url}: {exc.strerror or exc}")
+    raise ModalError(
+        f"Cannot reach the Modal API at {server_url} ({'; '.join(problems)}). Check the network, or "
+        "MODAL_SERVER_URL if it points at another server.",
+        code="UNAVAILABLE",
+    )
+
+
+class ModalSession:
+    """One module run's connection to Modal: credentials, app, key folder and a retrying call wrapper."""
+
+    def __init__(self, module: t.Any, retry: RetryPolicy | None = None) -> None:
+        if not HAS_MODAL:
+            module.fail_json(msg=missing_required_lib("modal"), exception=MODAL_IMPORT_ERROR)
+        self.module = module
+        params = module.params
+        self.token_id: str | None = params.get("token_id") or None
+        self.token_secret: str | None = params.get("token_secret") or None
+        self.environment: str | None = params.get("environment") or None
+        self.app_name: str = params.get("app") or DEFAULT_APP
+        self.key_dir: str = os.path.expanduser(params.get("key_dir") or DEFAULT_KEY_DIR)
+        self.server_url = server_url_from_env()
+        self.retry = retry or RetryPolicy()
+        self._modal: t.Any = None
+        self._client: t.Any = None
+        self._apps: dict[bool, t.Any] = {}
+
+    @property
+    def modal(self) -> t.Any:
+        """The imported ``modal`` package (imported on first use, see the note at the top of this file)."""
+        if self._modal is None:
+            if bool(self.token_id) != bool(self.token_secret):
+                given, missing = ("token_id", "token_secret") if self.token_id else ("token_secret", "token_id")
+                raise ModalError(f"{given} is set but {missing} is not: give both, or neither. {AUTH_HELP}")
+            if self.token_id and self.token_secret and "MODAL_CONFIG_PATH" not in os.environ:
+                # Explicit credentials: keep the SDK away from the user's ~/.modal.toml.
+                os.environ["MODAL_CONFIG_PATH"] = os.devnull
+            import modal  # pylint: disable=import-outside-toplevel
+
+            self._modal = modal
+        return self._modal
+
+    @property
+    def client(self) -> t.Any:
+        """A connected ``modal.Client`` built from the options, else from the SDK's own configuration."""
+        if self._client is None:
+            modal = self.modal
+            if not (self.token_id and self.token_secret) and not self._env_or_profile_has_token(modal):
+                raise ModalError(f"No Modal credentials found. {AUTH_HELP}", code="UNAUTHENTICATED")
+            check_reachable(self.server_url)
+            if self.token_id and self.token_secret:
+                self._client = self.call(modal.Client.from_credentials, self.token_id, self.token_secret)
+            else:
+                self._client = self.call(modal.Client.from_env)
+        return self._client
+
+    @staticmethod
+    def _env_or_profile_has_token(modal: t.Any) -> bool:
+        config = modal.config.config
+        return bool(config.get("token_id") and config.get("token_secret"))
+
+    def call(self, fn: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:
+        """Run one SDK call with retries on transient errors; every failure becomes a ModalError."""
+        try:
+            return self.retry.run(lambda: fn(*args, **kwargs), is_transient)
+        except Exception as exc:  # pylint: disable=broad-exception-caught
+            raise map_error(exc, self.server_url) from exc
+
+    def app(self, create_if_missing: bool) -> t.Any:
+        """The Modal app of this installation, or None when it does not exist and may not be created."""
+        if create_if_missing not in self._apps:
+            modal = self.modal
+            try:
+                self._apps[create_if_missing] = self.call(
+                    modal.App.lookup, self.app_name, create_if_missing=create_if_missing,
+                    client=self.client, environment_name=self.environment,
+                )
+            except ModalError as exc:
+                if exc.code != "NOT_FOUND" or create_if_missing:
+                    raise
+                self._apps[create_if_missing] = None
+        return self._apps[create_if_missing]
+
+    def close(self) -> None:
+        """Release the client's connections (best effort: the process ends soon after anyway)."""
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:  # pylint: disable=broad-exception-caught
+                pass
+            self._client = None

@@ -1,0 +1,551 @@
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This module is private to the mngr.modal collection: its interface may change at any time,
+# do not use it from outside the collection.
+
+"""Identity of hosts: names, the sandbox tag scheme, host records and finding hosts.
+
+A *host* is what Ansible sees; a *sandbox* is one life of it. A host is identified by a
+``host_id`` that never changes and has a unique ``name`` that can be renamed. Both travel as
+sandbox tags (so a running host is found with one list call) and in a host record kept on the
+app's state volume (so a host without a live sandbox is still known, with its tags and spec).
+
+Everything above the ``RecordStore`` classes is pure logic, tested without Modal.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+# --- names -----------------------------------------------------------------------------------
+
+# Host names end up in tags, file names and folder names: a safe character set, bounded length.
+# The first character is a letter or digit so that "." and ".." (and hidden folders) are impossible.
+HOST_NAME_MAX_LENGTH = 63
+_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+class HostError(ValueError):
+    """Invalid input about a host (name, tags): the message names the bad value and what is accepted."""
+
+
+def validate_host_name(name: Any, option: str = "name") -> str:
+    """Return ``name`` if it is a valid host name, else raise HostError naming it."""
+    if not isinstance(name, str) or not name:
+        raise HostError(f"{option} must be a non-empty string, got {name!r}.")
+    if len(name) > HOST_NAME_MAX_LENGTH:
+        raise HostError(
+            f"{option} {name!r} is {len(name)} characters long; at most {HOST_NAME_MAX_LENGTH} are allowed."
+        )
+    if not _HOST_NAME_RE.match(name):
+        raise HostError(
+            f"{option} {name!r} is not a valid host name: use letters, digits, '-', '_' and '.', "
+            "starting with a letter or a digit."
+        )
+    return name
+
+
+def new_host_id() -> str:
+    """A fresh host id: never reused, stable for the life of the host (across renames and restarts)."""
+    return "host-" + uuid.uuid4().hex
+
+
+# --- the sandbox tag scheme ---------------------------------------------------------------------
+
+TAG_HOST_ID = "mngr_host_id"
+TAG_HOST_NAME = "mngr_host_name"
+# "host:port" of the SSH tunnel, so listing running hosts needs no extra call per host.
+TAG_SSH_ENDPOINT = "mngr_ssh"
+IDENTITY_TAG_KEYS = (TAG_HOST_ID, TAG_HOST_NAME, TAG_SSH_ENDPOINT)
+USER_TAG_PREFIX = "mngr_user_"
+
+# Tag limits. Modal's reference documentation (modal.Sandbox.set_tags / Sandbox.list) states no
+# numeric limit on sandbox tags; the reference implementation of this provider records that Modal
+# allowed 10 tags per sandbox, and that is the bound enforced here. The identity tags above use
+# three of them, leaving seven for user tags. Modal does not document key or value lengths either:
+# keys are kept to a safe character set and 63 characters (prefix included), values to 255
+# characters without control characters, which is portable to every tag store we know of.
+MAX_SANDBOX_TAGS = 10
+MAX_USER_TAGS = MAX_SANDBOX_TAGS - len(IDENTITY_TAG_KEYS)
+MAX_TAG_KEY_LENGTH = 63
+MAX_USER_TAG_KEY_LENGTH = MAX_TAG_KEY_LENGTH - len(USER_TAG_PREFIX)
+MAX_TAG_VALUE_LENGTH = 255
+_USER_TAG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def normalize_user_tags(tags: Any, option: str = "tags") -> dict[str, str]:
+    """Validate user tags and return them with string values.
+
+    Scalar values (numbers, booleans) become strings, because Modal tags are strings and a YAML
+    ``version: 2`` should mean the same as ``version: "2"``. Lists and dicts are refused.
+    """
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict):
+        raise HostError(f"{option} must be a dictionary of key: value, got {type(tags).__name__} {tags!r}.")
+    if len(tags) > MAX_USER_TAGS:
+        raise HostError(
+            f"{option} has {len(tags)} entries ({', '.join(sorted(map(str, tags)))}); at most {MAX_USER_TAGS} user "
+            f"tags fit, because a Modal sandbox holds at most {MAX_SANDBOX_TAGS} tags and "
+            f"{len(IDENTITY_TAG_KEYS)} are used for the host's identity."
+        )
+    normalized: dict[str, str] = {}
+    for key, value in tags.items():
+        if not isinstance(key, str) or not key:
+            raise HostError(f"{option} key {key!r} must be a non-empty string.")
+        if len(key) > MAX_USER_TAG_KEY_LENGTH:
+            raise HostError(
+                f"{option} key {key!r} is {len(key)} characters long; at most {MAX_USER_TAG_KEY_LENGTH} are allowed."
+            )
+        if not _USER_TAG_KEY_RE.match(key):
+            raise HostError(
+                f"{option} key {key!r} is not valid: use letters, digits, '-', '_' and '.', "
+                "starting with a letter or a digit."
+            )
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            text = str(value)
+        else:
+            raise HostError(
+                f"{option} value of {key!r} must be a string or a number, got {type(value).__name__} {value!r}."
+            )
+        if len(text) > MAX_TAG_VALUE_LENGTH:
+            raise HostError(
+                f"{option} value of {key!r} is {len(text)} characters long; at most {MAX_TAG_VALUE_LENGTH} are allowed."
+            )
+        if _CONTROL_CHARS_RE.search(text):
+            raise HostError(f"{option} value of {key!r} ({text!r}) contains control characters (newline, tab, ...).")
+        normalized[key] = text
+    return normalized
+
+
+def merge_user_tags(current: dict[str, str], requested: dict[str, str] | None, purge: bool) -> dict[str, str]:
+    """The user tags a host should end with: ``None`` leaves them alone, ``purge`` drops unlisted ones."""
+    if requested is None:
+        return dict(current)
+    if purge:
+        return dict(requested)
+    merged = dict(current)
+    merged.update(requested)
+    return merged
+
+
+def encode_sandbox_tags(host_id: str, name: str, user_tags: dict[str, str], ssh_endpoint: str | None = None) -> dict[str, str]:
+    """The full tag set of a host's sandbox: identity tags plus user tags under their prefix."""
+    tags = {TAG_HOST_ID: host_id, TAG_HOST_NAME: name}
+    if ssh_endpoint:
+        tags[TAG_SSH_ENDPOINT] = ssh_endpoint
+    for key, value in user_tags.items():
+        tags[USER_TAG_PREFIX + key] = value
+    return tags
+
+
+@dataclass(frozen=True)
+class SandboxIdentity:
+    """What a sandbox's tags say about the host it belongs to."""
+
+    host_id: str
+    name: str
+    user_tags: dict[str, str]
+    ssh_endpoint: tuple[str, int] | None
+
+
+def decode_sandbox_tags(tags: dict[str, str]) -> SandboxIdentity | None:
+    """Read a host's identity from sandbox tags; None for a sandbox that is not one of our hosts."""
+    host_id = tags.get(TAG_HOST_ID)
+    if not host_id:
+        return None
+    user_tags = {key[len(USER_TAG_PREFIX):]: value for key, value in tags.items() if key.startswith(USER_TAG_PREFIX)}
+    return SandboxIdentity(
+        host_id=host_id,
+        name=tags.get(TAG_HOST_NAME, ""),
+        user_tags=user_tags,
+        ssh_endpoint=parse_endpoint(tags.get(TAG_SSH_ENDPOINT)),
+    )
+
+
+def format_endpoint(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def parse_endpoint(text: str | None) -> tuple[str, int] | None:
+    """``"host:port"`` -> (host, port); None when absent or malformed (callers then ask Modal)."""
+    if not text or ":" not in text:
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host, int(port)
+
+
+# --- host records ----------------------------------------------------------------------------
+
+RECORD_FORMAT_VERSION = 1
+STATUS_RUNNING = "running"
+STATUS_STOPPED = "stopped"
+STATUS_DESTROYED = "destroyed"
+STATUS_FAILED = "failed"
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class HostRecord:
+    """One host as kept on the state volume at ``hosts/<host_id>.json``.
+
+    ``previous_name`` is set while a rename is in progress and cleared once every place that records
+    the name (tags, key folder) follows; a host is findable under its new name from the moment the
+    record is written.
+    """
+
+    host_id: str
+    name: str
+    user_tags: dict[str, str] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    ssh_host_public_key: str = ""
+    authorized_keys: list[str] = field(default_factory=list)  # extra keys given with ssh_public_key
+    status: str = STATUS_RUNNING
+    sandbox_id: str | None = None
+    ssh_host: str | None = None
+    ssh_port: int | None = None
+    stop_reason: str | None = None
+    failure: str | None = None
+    previous_name: str | None = None
+    created_at: str = field(default_factory=utc_now)
+    updated_at: str = field(default_factory=utc_now)
+
+    def to_json(self) -> bytes:
+        data = {"format": RECORD_FORMAT_VERSION}
+        data.update(self.__dict__)
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "HostRecord":
+        data = json.loads(raw)
+        if not isinstance(data, dict) or not data.get("host_id") or not isinstance(data.get("name"), str):
+            raise ValueError("host record lacks host_id or name")
+        known = {key: value for key, value in data.items() if key in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def record_path(host_id: str) -> str:
+    return f"hosts/{host_id}.json"
+
+
+def state_volume_name(app_name: str) -> str:
+    return f"{app_name}-state"
+
+
+# --- hosts: records and live sandboxes merged --------------------------------------------------
+
+
+@dataclass
+class LiveSandbox:
+    """A running sandbox of the app, with its tags (read once)."""
+
+    sandbox_id: str
+    tags: dict[str, str]
+    handle: Any = None
+
+
+@dataclass
+class Host:
+    """A host as the modules see it: its record (if any) and its live sandbox (if any).
+
+    The record is the authority for the name and user tags when both exist: a rename writes the
+    record first, so a crash before the tags follow still finds the host under its new name, and
+    the next run repairs the tags.
+    """
+
+    host_id: str
+    name: str
+    user_tags: dict[str, str]
+    record: HostRecord | None = None
+    sandbox: LiveSandbox | None = None
+    ssh_endpoint: tuple[str, int] | None = None
+
+    @property
+    def state(self) -> str:
+        return "running" if self.sandbox is not None else "stopped"
+
+    @property
+    def tags_out_of_date(self) -> bool:
+        """True when the live sandbox's tags disagree with the record (an interrupted rename or tag update)."""
+        if self.sandbox is None or self.record is None:
+            return False
+        identity = decode_sandbox_tags(self.sandbox.tags)
+        return identity is None or identity.name != self.record.name or identity.user_tags != self.record.user_tags
+
+
+def merge_hosts(live: Iterable[LiveSandbox], records: Iterable[HostRecord]) -> list[Host]:
+    """Join live sandboxes and host records by host_id.
+
+    Destroyed records are dropped unless a sandbox of that host is somehow still alive. A record
+    without a live sandbox is a stopped host; a sandbox without a record is a running host known
+    from its tags only. When several live sandboxes carry one host_id (which only a crash between
+    create and terminate can cause), the first listed (the newest) is used.
+    """
+    by_id: dict[str, Host] = {}
+    for record in records:
+        by_id[record.host_id] = Host(record.host_id, record.name, dict(record.user_tags), record=record)
+    for sandbox in live:
+        identity = decode_sandbox_tags(sandbox.tags)
+        if identity is None:
+            continue
+        host = by_id.get(identity.host_id)
+        if host is None:
+            host = Host(identity.host_id, identity.name, dict(identity.user_tags))
+            by_id[identity.host_id] = host
+        if host.sandbox is None:
+            host.sandbox = sandbox
+            host.ssh_endpoint = identity.ssh_endpoint
+    hosts = []
+    for host in by_id.values():
+        if host.sandbox is None and host.record is not None and host.record.status in (STATUS_DESTROYED, STATUS_FAILED):
+            continue
+        if host.ssh_endpoint is None and host.sandbox is not None and host.record is not None:
+            if host.record.ssh_host and host.record.ssh_port and host.record.sandbox_id == host.sandbox.sandbox_id:
+                host.ssh_endpoint = (host.record.ssh_host, int(host.record.ssh_port))
+        hosts.append(host)
+    hosts.sort(key=lambda h: (h.name, h.host_id))
+    return hosts
+
+
+def find_host(hosts: Iterable[Host], name: str) -> Host | None:
+    """The host called ``name``; a running one wins over a stopped one if both claim the name."""
+    matches = [host for host in hosts if host.name == name]
+    matches.sort(key=lambda h: h.sandbox is None)
+    return matches[0] if matches else None
+
+
+def filter_hosts(hosts: Iterable[Host], name: str | None = None, tags: dict[str, str] | None = None) -> list[Host]:
+    """Hosts whose name is ``name`` (if given) and whose user tags include every ``tags`` item."""
+    selected = []
+    for host in hosts:
+        if name is not None and host.name != name:
+            continue
+        if tags and any(host.user_tags.get(key) != value for key, value in tags.items()):
+            continue
+        selected.append(host)
+    return selected
+
+
+# --- where records live --------------------------------------------------------------------
+
+
+class RecordStore(Protocol):
+    """Where host records are kept. The modules depend on this interface only."""
+
+    def list(self) -> list[HostRecord]: ...
+
+    def get(self, host_id: str) -> HostRecord | None: ...
+
+    def put(self, record: HostRecord) -> None: ...
+
+
+class MemoryRecordStore:
+    """Records in a dict: for tests, and for the check-mode view of an app that does not exist yet."""
+
+    def __init__(self, records: Iterable[HostRecord] = ()) -> None:
+        self.records = {record.host_id: record for record in records}
+
+    def list(self) -> list[HostRecord]:
+        return list(self.records.values())
+
+    def get(self, host_id: str) -> HostRecord | None:
+        return self.records.get(host_id)
+
+    def put(self, record: HostRecord) -> None:
+        self.records[record.host_id] = record
+
+
+class VolumeRecordStore:
+    """Host records on the Modal volume ``<app>-state`` as ``hosts/<host_id>.json``.
+
+    ``call`` runs one SDK call with the collection's retries and error mapping (ModalSession.call).
+    With ``create=False`` a missing volume reads as "no records" and nothing is created, which is
+    what the info module and check mode need.
+    """
+
+    def __init__(self, call: Callable[..., Any], volume_name: str, environment: str | None, client: Any,
+                 create: bool) -> None:
+        self._call = call
+        self._volume_name = volume_name
+        self._environment = environment
+        self._client = client
+        self._create = create
+        self._volume: Any = None
+        self._missing = False
+
+    def _get_volume(self) -> Any:
+        if self._volume is None and not self._missing:
+            import modal
+            import modal.exception
+
+            volume = modal.Volume.from_name(
+                self._volume_name,
+                environment_name=self._environment,
+                create_if_missing=self._create,
+                client=self._client,
+            )
+            try:
+                self._call(volume.hydrate)
+            except Exception as exc:  # ModalError from the session: NotFound means "no volume yet"
+                if not self._create and _is_not_found(exc):
+                    self._missing = True
+                    return None
+                raise
+            self._volume = volume
+        return self._volume
+
+    def list(self) -> list[HostRecord]:
+        volume = self._get_volume()
+        if volume is None:
+            return []
+        try:
+            entries = self._call(volume.listdir, "hosts")
+        except Exception as exc:
+            if _is_not_found(exc):
+                return []
+            raise
+        records = []
+        for entry in entries:
+            path = getattr(entry, "path", "")
+            if not path.endswith(".json"):
+                continue
+            record = self._read(volume, path)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def get(self, host_id: str) -> HostRecord | None:
+        volume = self._get_volume()
+        if volume is None:
+            return None
+        return self._read(volume, record_path(host_id))
+
+    def _read(self, volume: Any, path: str) -> HostRecord | None:
+        try:
+            raw = self._call(lambda: b"".join(volume.read_file(path)))
+        except Exception as exc:
+            if _is_not_found(exc):
+                return None
+            raise
+        try:
+            return HostRecord.from_json(raw)
+        except ValueError:
+            # A record another tool half-wrote or a future format we cannot read: skip, never crash a listing.
+            return None
+
+    def put(self, record: HostRecord) -> None:
+        volume = self._get_volume()
+        if volume is None:
+            raise RuntimeError(f"state volume {self._volume_name} does not exist")
+        record.updated_at = utc_now()
+        data = record.to_json()
+
+        def upload() -> None:
+            with volume.batch_upload(force=True) as batch:
+                batch.put_file(io.BytesIO(data), "/" + record_path(record.host_id))
+
+        self._call(upload)
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    """True for Modal's NotFoundError, whether raw or mapped by the session (code NOT_FOUND)."""
+    if type(exc).__name__ == "NotFoundError":
+        return True
+    if getattr(exc, "code", None) == "NOT_FOUND":
+        return True
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and type(cause).__name__ == "NotFoundError"
+
+
+# --- the app's hosts, as both modules read them -------------------------------------------------
+
+
+class HostDirectory:
+    """The hosts of one app: live sandboxes (one list call plus one tag read each) merged with records.
+
+    ``session`` is a ModalSession; ``app`` the app handle or None when the app does not exist (then
+    there are no hosts, and nothing is created).
+    """
+
+    def __init__(self, session: Any, app: Any, store: RecordStore) -> None:
+        self.session = session
+        self.app = app
+        self.store = store
+        self._live: list[LiveSandbox] | None = None
+
+    def live_sandboxes(self) -> list[LiveSandbox]:
+        if self._live is None:
+            self._live = [] if self.app is None else self._list_live()
+        return self._live
+
+    def _list_live(self) -> list[LiveSandbox]:
+        modal = self.session.modal
+        client = self.session.client
+        app_id = self.app.app_id
+        handles = self.session.call(lambda: list(modal.Sandbox.list(app_id=app_id, client=client)))
+        live = []
+        for handle in handles:
+            try:
+                tags = self.session.call(handle.get_tags)
+            except Exception as exc:  # a sandbox that ended between the list and this read is not live
+                if _is_not_found(exc):
+                    continue
+                raise
+            live.append(LiveSandbox(handle.object_id, dict(tags or {}), handle))
+        return live
+
+    def hosts(self) -> list[Host]:
+        return merge_hosts(self.live_sandboxes(), self.store.list())
+
+    def sandboxes_of(self, host_id: str) -> list[LiveSandbox]:
+        """Every live sandbox tagged with ``host_id`` (normally one; more only after a crash mid-create)."""
+        return [sb for sb in self.live_sandboxes() if sb.tags.get(TAG_HOST_ID) == host_id]
+
+    def forget(self) -> None:
+        """Drop the cached list, so the next read sees sandboxes created or terminated since."""
+        self._live = None
+
+
+def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str, str], spec: dict[str, Any],
+                sandbox_id: str | None, endpoint: tuple[str, int] | None, key_dir: str, app: str) -> dict[str, Any]:
+    """The shape both modules return for one host (``modal_sandbox`` and each ``modal_sandbox_info`` item)."""
+    from ansible_collections.mngr.modal.plugins.module_utils._ssh import (  # pylint: disable=import-outside-toplevel
+        CLIENT_KEY, KNOWN_HOSTS, SSH_USER, KeyFolder, ssh_common_args,
+    )
+
+    folder = KeyFolder.locate(key_dir, name, host_id) if host_id else None
+    folder = folder or KeyFolder(key_dir, name)
+    known_hosts = folder.known_hosts
+    ssh = {
+        "host": endpoint[0] if endpoint else None,
+        "port": endpoint[1] if endpoint else None,
+        "user": SSH_USER,
+        "private_key_file": f"{folder.path}/{CLIENT_KEY}",
+        "known_hosts_file": f"{folder.path}/{KNOWN_HOSTS}",
+        "common_args": ssh_common_args(known_hosts),
+    }
+    return {
+        "name": name,
+        "host_id": host_id,
+        "app": app,
+        "state": state,
+        "sandbox_id": sandbox_id,
+        "tags": dict(user_tags),
+        "spec": spec,
+        "ssh": ssh,
+    }

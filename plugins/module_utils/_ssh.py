@@ -1,0 +1,358 @@
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+# This module is private to the mngr.modal collection: its interface may change at any time,
+# do not use it from outside the collection.
+
+"""SSH without trust on first use: keys on the controller, the bootstrap that installs them, the wait for sshd.
+
+For each host the controller generates an Ed25519 client key and an Ed25519 host key. The host key
+pair and the client public key go into the sandbox with one exec; sshd then proves it holds the host
+key we generated, so the pinned ``known_hosts`` line is trusted from the first connection.
+
+Key folder layout (``<key_dir>/<host name>/``, mode 0700, keys 0600)::
+
+    id_ed25519, id_ed25519.pub                  client key pair (Ansible's ansible_ssh_private_key_file)
+    ssh_host_ed25519_key, ssh_host_ed25519_key.pub   the host's key pair, installed in the sandbox
+    known_hosts                                 one pinned line: [host]:port ssh-ed25519 ... mngr-modal:<name>
+    host_id                                     the host's id, so a folder left behind by a rename is found again
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import time
+from typing import Callable
+
+try:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    HAS_CRYPTOGRAPHY = True
+except ImportError:  # pragma: no cover - reported by the modules with missing_required_lib
+    HAS_CRYPTOGRAPHY = False
+
+SSH_USER = "root"
+SSH_PORT = 22
+CLIENT_KEY = "id_ed25519"
+HOST_KEY = "ssh_host_ed25519_key"
+KNOWN_HOSTS = "known_hosts"
+HOST_ID_FILE = "host_id"
+
+
+def generate_ed25519_keypair(comment: str) -> tuple[bytes, str]:
+    """A new Ed25519 key pair: (private key in OpenSSH PEM form, public key line ``ssh-ed25519 AAAA... comment``)."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.OpenSSH,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        encoding=serialization.Encoding.OpenSSH,
+        format=serialization.PublicFormat.OpenSSH,
+    ).decode("ascii")
+    return private, f"{public} {comment}".strip()
+
+
+def public_key_body(public_line: str) -> str:
+    """``ssh-ed25519 AAAA...`` without the trailing comment."""
+    parts = public_line.split()
+    return " ".join(parts[:2])
+
+
+def known_hosts_line(host: str, port: int, host_public_key: str, comment: str = "") -> str:
+    """A pinned known_hosts line for the endpoint, as ssh looks it up (``[host]:port`` unless port 22)."""
+    pattern = host if int(port) == SSH_PORT else f"[{host}]:{int(port)}"
+    line = f"{pattern} {public_key_body(host_public_key)}"
+    return f"{line} {comment}\n" if comment else line + "\n"
+
+
+def _write_private_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` with mode 0600 from the first byte (never briefly world-readable)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class KeyFolder:
+    """The per-host key folder under ``key_dir``: create, find after a rename, move on rename."""
+
+    def __init__(self, key_dir: str, name: str) -> None:
+        self.key_dir = os.path.abspath(os.path.expanduser(key_dir))
+        self.name = name
+        self.path = os.path.join(self.key_dir, name)
+
+    @property
+    def client_key(self) -> str:
+        return os.path.join(self.path, CLIENT_KEY)
+
+    @property
+    def host_key(self) -> str:
+        return os.path.join(self.path, HOST_KEY)
+
+    @property
+    def known_hosts(self) -> str:
+        return os.path.join(self.path, KNOWN_HOSTS)
+
+    def exists(self) -> bool:
+        return os.path.isfile(self.client_key) and os.path.isfile(self.host_key)
+
+    def host_id(self) -> str | None:
+        try:
+            with open(os.path.join(self.path, HOST_ID_FILE), encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except OSError:
+            return None
+
+    def ensure(self, host_id: str) -> bool:
+        """Create the folder and both key pairs if missing; True if anything was created.
+
+        Existing keys are kept: a host keeps its keys across restarts, so its pinned host key stays valid.
+        """
+        created = False
+        os.makedirs(self.key_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.key_dir, 0o700)
+        if not os.path.isdir(self.path):
+            os.makedirs(self.path, mode=0o700)
+            created = True
+        os.chmod(self.path, 0o700)
+        for filename, comment in ((CLIENT_KEY, f"mngr-modal-client:{host_id}"), (HOST_KEY, f"mngr-modal-host:{host_id}")):
+            private_path = os.path.join(self.path, filename)
+            if os.path.isfile(private_path) and os.path.isfile(private_path + ".pub"):
+                continue
+            private, public = generate_ed25519_keypair(comment)
+            _write_private_file(private_path, private)
+            _write_private_file(private_path + ".pub", (public + "\n").encode("ascii"))
+            created = True
+        if self.host_id() != host_id:
+            _write_private_file(os.path.join(self.path, HOST_ID_FILE), (host_id + "\n").encode("ascii"))
+            created = True
+        return created
+
+    def read_public(self, which: str) -> str:
+        with open(os.path.join(self.path, which + ".pub"), encoding="ascii") as handle:
+            return handle.read().strip()
+
+    def read_private(self, which: str) -> str:
+        with open(os.path.join(self.path, which), encoding="ascii") as handle:
+            return handle.read()
+
+    def pin(self, host: str, port: int) -> bool:
+        """Write the known_hosts line for the endpoint; True if the file changed."""
+        line = known_hosts_line(host, port, self.read_public(HOST_KEY), f"mngr-modal:{self.name}")
+        try:
+            with open(self.known_hosts, encoding="ascii") as handle:
+                if handle.read() == line:
+                    return False
+        except OSError:
+            pass
+        _write_private_file(self.known_hosts, line.encode("ascii"))
+        return True
+
+    def pinned_endpoint_matches(self, host: str, port: int) -> bool:
+        try:
+            with open(self.known_hosts, encoding="ascii") as handle:
+                content = handle.read()
+        except OSError:
+            return False
+        return content == known_hosts_line(host, port, self.read_public(HOST_KEY), f"mngr-modal:{self.name}")
+
+    def move_to(self, new_name: str) -> "KeyFolder":
+        """Rename the folder (one atomic rename on one file system) and re-pin under the new name."""
+        target = KeyFolder(self.key_dir, new_name)
+        if os.path.exists(target.path):
+            raise FileExistsError(f"key folder {target.path} already exists")
+        os.rename(self.path, target.path)
+        return target
+
+    @classmethod
+    def locate(cls, key_dir: str, name: str, host_id: str, other_names: tuple[str, ...] = ()) -> "KeyFolder | None":
+        """The key folder of ``host_id``: under ``name``, another known name, or any folder naming this host id.
+
+        This is what makes a rename that crashed before moving the folder recoverable.
+        """
+        for candidate in (name,) + tuple(n for n in other_names if n):
+            folder = cls(key_dir, candidate)
+            if folder.exists() and folder.host_id() in (host_id, None):
+                return folder
+        root = os.path.abspath(os.path.expanduser(key_dir))
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError:
+            return None
+        for entry in entries:
+            folder = cls(key_dir, entry)
+            if folder.exists() and folder.host_id() == host_id:
+                return folder
+        return None
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# --- the bootstrap inside the sandbox --------------------------------------------------------------
+
+# Environment variable names the bootstrap script reads its inputs from. The keys travel in the exec's
+# environment (Modal passes it as a secret), never in the command line, so they never show in a process
+# list or in an error message that quotes the command.
+ENV_AUTHORIZED_KEYS = "MNGR_AUTHORIZED_KEYS"
+ENV_HOST_KEY = "MNGR_HOST_KEY"
+ENV_HOST_KEY_PUB = "MNGR_HOST_KEY_PUB"
+
+SSHD_PATH = "/usr/sbin/sshd"
+
+# Install openssh-server when the image lacks it (images without apt-get or apk must bring their own sshd).
+INSTALL_OPENSSH_COMMAND = (
+    "if [ ! -x /usr/sbin/sshd ]; then "
+    "if command -v apt-get >/dev/null 2>&1; then "
+    "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
+    "apt-get install -y -qq --no-install-recommends openssh-server && rm -rf /var/lib/apt/lists/*; "
+    "elif command -v apk >/dev/null 2>&1; then apk add --no-cache openssh-server; "
+    "elif command -v dnf >/dev/null 2>&1; then dnf install -y openssh-server; "
+    "else echo 'mngr.modal: no /usr/sbin/sshd and no apt-get, apk or dnf to install openssh-server' >&2; exit 1; fi; "
+    "fi"
+)
+
+BOOTSTRAP_SCRIPT = """set -eu
+{install}
+umask 077
+mkdir -p /root/.ssh /etc/ssh /run/sshd
+chmod 0700 /root /root/.ssh
+chmod 0755 /run/sshd
+printf '%s\\n' "${auth}" > /root/.ssh/authorized_keys
+chmod 0600 /root/.ssh/authorized_keys
+rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub
+printf '%s\\n' "${host}" > /etc/ssh/ssh_host_ed25519_key
+printf '%s\\n' "${host_pub}" > /etc/ssh/ssh_host_ed25519_key.pub
+chmod 0600 /etc/ssh/ssh_host_ed25519_key
+chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub
+{sshd} -t -f /etc/ssh/sshd_config {options}
+echo mngr-modal-bootstrap-ok
+"""
+
+# sshd options: our host key only, keys only, root by key, no PAM (sandboxes have no login sessions).
+SSHD_OPTIONS = (
+    "-o", "HostKey=/etc/ssh/ssh_host_ed25519_key",
+    "-o", "PermitRootLogin=prohibit-password",
+    "-o", "PasswordAuthentication=no",
+    "-o", "KbdInteractiveAuthentication=no",
+    "-o", "PubkeyAuthentication=yes",
+    "-o", "AuthorizedKeysFile=.ssh/authorized_keys",
+    "-o", "UsePAM=no",
+    "-o", "PidFile=/run/sshd.pid",
+)
+
+
+def bootstrap_script() -> str:
+    """The shell script of the setup exec: authorized keys, our host key pair, an sshd config check."""
+    return BOOTSTRAP_SCRIPT.format(
+        sshd=SSHD_PATH,
+        install=INSTALL_OPENSSH_COMMAND,
+        auth="{" + ENV_AUTHORIZED_KEYS + "}",
+        host="{" + ENV_HOST_KEY + "}",
+        host_pub="{" + ENV_HOST_KEY_PUB + "}",
+        options=" ".join(shlex.quote(option) for option in SSHD_OPTIONS),
+    )
+
+
+def bootstrap_env(client_public_key: str, host_private_key: str, host_public_key: str,
+                  extra_authorized_keys: list[str] | None = None) -> dict[str, str]:
+    keys = [client_public_key] + [key.strip() for key in (extra_authorized_keys or []) if key and key.strip()]
+    return {
+        ENV_AUTHORIZED_KEYS: "\n".join(keys),
+        ENV_HOST_KEY: host_private_key.strip(),
+        ENV_HOST_KEY_PUB: host_public_key.strip(),
+    }
+
+
+def sshd_command() -> list[str]:
+    """argv of the long-running sshd exec (-D: stay in the foreground; -e: log to stderr)."""
+    return [SSHD_PATH, "-D", "-e", *SSHD_OPTIONS]
+
+
+# --- readiness: a real login -----------------------------------------------------------------------
+
+
+def ssh_options(private_key_file: str, known_hosts_file: str, connect_timeout: int = 5) -> list[str]:
+    """ssh options that refuse any host key but the pinned one and never prompt."""
+    return [
+        "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", f"UserKnownHostsFile={known_hosts_file}",
+        "-o", "GlobalKnownHostsFile=/dev/null",
+        "-o", "IdentitiesOnly=yes",
+        "-o", f"ConnectTimeout={connect_timeout}",
+        "-o", "LogLevel=ERROR",
+        "-i", private_key_file,
+    ]
+
+
+def ssh_common_args(known_hosts_file: str) -> str:
+    """``ansible_ssh_common_args`` for a host: strict checking against its pinned known_hosts file."""
+    return (
+        f"-o UserKnownHostsFile={shlex.quote(known_hosts_file)} -o StrictHostKeyChecking=yes "
+        "-o GlobalKnownHostsFile=/dev/null -o IdentitiesOnly=yes"
+    )
+
+
+def ssh_probe_command(host: str, port: int, private_key_file: str, known_hosts_file: str,
+                      ssh_binary: str = "ssh") -> list[str]:
+    return [ssh_binary, *ssh_options(private_key_file, known_hosts_file), "-p", str(int(port)),
+            f"{SSH_USER}@{host}", "true"]
+
+
+class SshNotReady(Exception):
+    """SSH did not answer in time, or the sandbox died while waiting; ``last_error`` is ssh's last stderr."""
+
+    def __init__(self, message: str, last_error: str = "") -> None:
+        super().__init__(message)
+        self.last_error = last_error
+
+
+def wait_for_ssh(host: str, port: int, private_key_file: str, known_hosts_file: str, timeout: float,
+                 still_alive: Callable[[], str | None] | None = None,
+                 run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> int:
+    """Log in as root until it works; return the number of attempts.
+
+    ``still_alive`` returns None while the sandbox and sshd live, or a reason once they died, so a dead
+    sandbox fails at once instead of after ``timeout``.
+    """
+    ssh_binary = shutil.which("ssh")
+    if ssh_binary is None:
+        raise SshNotReady("no ssh client found on the controller: install openssh-client")
+    deadline = clock() + timeout
+    attempts = 0
+    delay = 0.2
+    last_error = ""
+    while True:
+        attempts += 1
+        command = ssh_probe_command(host, port, private_key_file, known_hosts_file, ssh_binary)
+        try:
+            result = run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+            if result.returncode == 0:
+                return attempts
+            last_error = (result.stderr or "").strip() or f"ssh exited with {result.returncode}"
+        except subprocess.TimeoutExpired:
+            last_error = "ssh did not finish within 30 seconds"
+        if still_alive is not None:
+            reason = still_alive()
+            if reason:
+                raise SshNotReady(f"the sandbox stopped before SSH answered: {reason}", last_error)
+        if clock() >= deadline:
+            raise SshNotReady(
+                f"SSH to {SSH_USER}@{host}:{port} did not succeed within {timeout:g} seconds", last_error
+            )
+        sleep(delay)
+        delay = min(delay * 2, 2.0)

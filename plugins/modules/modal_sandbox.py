@@ -1,0 +1,1025 @@
+#!/usr/bin/python
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: modal_sandbox
+short_description: Create, tag, rename and destroy Modal sandboxes as SSH hosts
+version_added: 0.1.0
+description:
+  - Manages a I(host): a Modal sandbox that runs C(sshd) and is reachable over SSH as C(root), with a key pair and
+    a pinned host key generated on the controller (no trust on first use).
+  - Hosts are identified by O(name) within the Modal app O(app). Running the module twice with the same arguments
+    changes nothing the second time.
+  - Each host keeps a record on the app's state volume C(<app>-state) (C(hosts/<host_id>.json)) with its name, user
+    tags, build spec, SSH host public key and status, so other controllers and later operations can find it.
+  - Modal cannot resize a running sandbox. When the requested spec (cpu, memory, gpu, image...) differs from the
+    spec a running host was created with, the module reports the difference in the diff and as a warning, and
+    changes nothing. To apply a new spec, destroy the host (O(state=absent)) and create it again.
+  - This module talks to Modal and writes keys under O(key_dir) on the machine it runs on. Run it on the
+    controller (C(delegate_to: localhost), or a play with C(hosts: localhost) and C(connection: local)).
+extends_documentation_fragment:
+  - mngr.modal.modal
+  - mngr.modal.modal.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+options:
+  name:
+    description:
+      - Name of the host. Unique among the hosts of the app that are not destroyed.
+      - Letters, digits, V(-), V(_) and V(.), starting with a letter or a digit, at most 63 characters. The name is used
+        in sandbox tags and as the host's folder name under O(key_dir).
+    type: str
+    required: true
+  state:
+    description:
+      - V(present) and V(started) make sure a running sandbox exists for the host, creating it if there is none.
+      - V(absent) terminates the host's sandbox and marks its record destroyed; the host's key folder is removed.
+      - V(stopped), and V(started) for a host that is stopped, need host snapshots and fail with a
+        "not yet supported" message in this version.
+    type: str
+    choices: [present, started, stopped, absent]
+    default: present
+  build_args:
+    description:
+      - Build arguments in any of three forms, which may be mixed: C(key=value), C(--key=value) (C(--flag) for a
+        boolean), or one bulk string split like a shell splits words, for example V(gpu=h100 cpu=2 memory=8).
+      - Accepted keys are C(gpu), C(cpu), C(memory), C(image), C(dockerfile), C(context-dir), C(docker-build-arg)
+        (repeatable C(NAME=VALUE)), C(timeout), C(region), C(secret) (repeatable), C(cidr-allowlist) (repeatable),
+        C(offline) (flag) and C(volume) (repeatable C(NAME:/path)).
+      - A key given both here and as an option of the same meaning is an error that names both.
+    type: raw
+  gpu:
+    description:
+      - GPU to attach, for example V(h100), V(A100-80GB:2) (type and count). Case-insensitive.
+    type: str
+  cpu:
+    description:
+      - CPU cores to request (fractional allowed). Default 1.
+    type: float
+  memory:
+    description:
+      - Memory to request, in GB. Default 1.
+    type: float
+  image:
+    description:
+      - Registry image to start from. Default V(debian:bookworm-slim). Mutually exclusive with O(dockerfile).
+      - If the image lacks C(/usr/sbin/sshd), an image layer installs C(openssh-server) with C(apt-get), C(apk) or C(dnf).
+    type: str
+  dockerfile:
+    description:
+      - Path on the controller of a Dockerfile to build the image from. Each instruction becomes one cached image
+        layer on top of the image of its C(FROM) line.
+      - Multi-stage Dockerfiles (more than one C(FROM), or C(COPY --from)) are refused. C(CMD) and C(ENTRYPOINT) are
+        ignored with a warning: the host's processes are C(sshd) and what you run over SSH.
+    type: path
+  context_dir:
+    description:
+      - Build context for O(dockerfile) (where C(COPY) and C(ADD) sources are read). Defaults to the Dockerfile's folder.
+    type: path
+  docker_build_args:
+    description:
+      - Values for the Dockerfile's C(ARG) lines. Naming an C(ARG) the Dockerfile does not declare is an error.
+    type: dict
+  timeout:
+    description:
+      - Maximum lifetime of the sandbox in seconds (1 to 86400). Default 900.
+    type: int
+  idle_timeout:
+    description:
+      - Seconds without activity after which Modal terminates the sandbox.
+    type: int
+  region:
+    description:
+      - Modal region to run the sandbox in, for example V(us-east).
+    type: str
+  secrets:
+    description:
+      - Names of environment variables of the controller whose values are passed to the sandbox as a Modal secret
+        (same names inside the sandbox). Only the names are recorded.
+    type: list
+    elements: str
+  cidr_allowlist:
+    description:
+      - CIDR blocks the sandbox may connect to; when set, all other outbound traffic is blocked.
+    type: list
+    elements: str
+  offline:
+    description:
+      - Block all outbound network access from the sandbox.
+    type: bool
+  volumes:
+    description:
+      - Modal volumes to mount, as C(NAME:/path) strings or C({name, path}) dictionaries. Missing volumes are created.
+    type: list
+    elements: raw
+  env:
+    description:
+      - Environment variables of the sandbox.
+    type: dict
+  tags:
+    description:
+      - User tags of the host, as C(key: value). Kept apart from the host's identity tags (stored on the sandbox as
+        C(mngr_user_<key>)).
+      - When not set, the host's tags are left alone.
+      - At most 7 tags (a Modal sandbox holds 10 tags and 3 carry the host's identity); keys use letters, digits,
+        V(-), V(_) and V(.) (at most 53 characters); values are strings of at most 255 characters without control
+        characters. Numbers and booleans are converted to strings.
+    type: dict
+  purge_tags:
+    description:
+      - Whether tags not listed in O(tags) are removed. Only applies when O(tags) is set.
+      - Defaults to V(false), so that a task that adds one tag never wipes tags set by another task or tool;
+        use V(true) to make O(tags) the complete set. (This differs from amazon.aws, whose V(true) default users
+        often found surprising.)
+    type: bool
+    default: false
+  new_name:
+    description:
+      - Rename the host O(name) to this name. The host keeps its id, sandbox, keys and tags; its name tag, record,
+        key folder and pinned C(known_hosts) line follow the new name.
+      - If no host is called O(name) but one is called O(new_name), the rename is considered done (and any part of
+        it interrupted earlier is completed). Renaming onto the name of another host is an error.
+    type: str
+  ssh_public_key:
+    description:
+      - An extra public key (one C(authorized_keys) line) allowed to log in as C(root), in addition to the key
+        generated for the host. Added to a running host when missing.
+    type: str
+  wait:
+    description:
+      - Return only once an SSH login as C(root) with strict host key checking succeeds.
+    type: bool
+    default: true
+  wait_timeout:
+    description:
+      - How many seconds to wait for SSH (and for the sandbox's tunnel) when O(wait=true).
+    type: int
+    default: 300
+notes:
+  - The SSH endpoint, user and key files are returned under RV(modal_sandbox.ssh), ready for C(ansible.builtin.add_host).
+  - Any failure after the sandbox was created terminates it before the module fails, and the failure message ends
+    with the tail of the image build or bootstrap log, so a failed create never leaves a running sandbox behind.
+  - The controller needs an OpenSSH client (C(ssh)) when O(wait=true).
+seealso:
+  - module: mngr.modal.modal_sandbox_info
+author:
+  - mngr.modal authors
+"""
+
+EXAMPLES = r"""
+- name: Create a host with a GPU (list form of build arguments)
+  mngr.modal.modal_sandbox:
+    name: trainer
+    build_args:
+      - gpu=h100
+      - cpu=2
+      - memory=8
+  delegate_to: localhost
+  register: trainer
+
+- name: Make it reachable as an inventory host
+  ansible.builtin.add_host:
+    name: "{{ trainer.modal_sandbox.name }}"
+    ansible_host: "{{ trainer.modal_sandbox.ssh.host }}"
+    ansible_port: "{{ trainer.modal_sandbox.ssh.port }}"
+    ansible_user: "{{ trainer.modal_sandbox.ssh.user }}"
+    ansible_ssh_private_key_file: "{{ trainer.modal_sandbox.ssh.private_key_file }}"
+    ansible_ssh_common_args: "{{ trainer.modal_sandbox.ssh.common_args }}"
+
+- name: Bulk string and flag forms work too
+  mngr.modal.modal_sandbox:
+    name: worker-1
+    build_args: "--cpu=4 memory=16 image=python:3.11-slim timeout=3600"
+    tags:
+      team: data
+  delegate_to: localhost
+
+- name: Build from a Dockerfile with a build argument
+  mngr.modal.modal_sandbox:
+    name: app-builder
+    dockerfile: files/Dockerfile
+    context_dir: files
+    docker_build_args:
+      APP_VERSION: "1.2.3"
+  delegate_to: localhost
+
+- name: Make the listed tags the complete set
+  mngr.modal.modal_sandbox:
+    name: worker-1
+    tags:
+      team: research
+    purge_tags: true
+  delegate_to: localhost
+
+- name: Rename a host
+  mngr.modal.modal_sandbox:
+    name: worker-1
+    new_name: worker-east-1
+  delegate_to: localhost
+
+- name: Destroy a host
+  mngr.modal.modal_sandbox:
+    name: worker-east-1
+    state: absent
+  delegate_to: localhost
+"""
+
+RETURN = r"""
+modal_sandbox:
+  description:
+    - The host after the module ran (in check mode: as it would be). For O(state=absent), the host that was removed,
+      or just its name when there was none.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Name of the host.
+      type: str
+      sample: trainer
+    host_id:
+      description: Stable id of the host (kept across renames). V(null) in check mode for a host not yet created.
+      type: str
+      sample: host-3f2a0c4e5b6d47e8a9b0c1d2e3f4a5b6
+    app:
+      description: Modal app the host belongs to.
+      type: str
+      sample: mngr-modal
+    state:
+      description: V(running), V(stopped) (no live sandbox), or V(absent).
+      type: str
+      sample: running
+    sandbox_id:
+      description: Id of the host's live Modal sandbox, or V(null).
+      type: str
+      sample: sb-0123456789abcdefghijkl
+    tags:
+      description: User tags of the host.
+      type: dict
+      sample: {team: data}
+    spec:
+      description: The build spec the host was created with (keys as in O(build_args), normalized).
+      type: dict
+      sample: {cpu: 2.0, memory: 8.0, gpu: H100, image: debian:bookworm-slim, timeout: 900}
+    ssh:
+      description: How to reach the host.
+      type: dict
+      contains:
+        host:
+          description: Address of the SSH tunnel.
+          type: str
+          sample: r7.modal.host
+        port:
+          description: Port of the SSH tunnel.
+          type: int
+          sample: 41234
+        user:
+          description: User to log in as.
+          type: str
+          sample: root
+        private_key_file:
+          description: Client private key on the controller.
+          type: path
+          sample: /home/me/.mngr-modal/keys/trainer/id_ed25519
+        known_hosts_file:
+          description: The host's pinned known_hosts file on the controller.
+          type: path
+          sample: /home/me/.mngr-modal/keys/trainer/known_hosts
+        common_args:
+          description: Value for C(ansible_ssh_common_args) that enforces the pinned host key.
+          type: str
+          sample: -o UserKnownHostsFile=/home/me/.mngr-modal/keys/trainer/known_hosts -o StrictHostKeyChecking=yes
+"""
+
+import collections
+import contextlib
+import json
+import os
+import re
+import traceback
+from typing import Any, Iterator
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
+    BuildArgError,
+    memory_mib,
+    parse_build_args,
+    resolve_spec,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._client import (
+    ModalError,
+    ModalSession,
+    modal_argument_spec,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    STATUS_DESTROYED,
+    STATUS_FAILED,
+    STATUS_RUNNING,
+    TAG_HOST_ID,
+    Host,
+    HostDirectory,
+    HostError,
+    HostRecord,
+    MemoryRecordStore,
+    VolumeRecordStore,
+    encode_sandbox_tags,
+    find_host,
+    format_endpoint,
+    host_result,
+    merge_user_tags,
+    new_host_id,
+    normalize_user_tags,
+    state_volume_name,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+    CLIENT_KEY,
+    HAS_CRYPTOGRAPHY,
+    HOST_KEY,
+    INSTALL_OPENSSH_COMMAND,
+    SSH_PORT,
+    KeyFolder,
+    SshNotReady,
+    bootstrap_env,
+    bootstrap_script,
+    sshd_command,
+    wait_for_ssh,
+)
+
+SPEC_OPTIONS = ("gpu", "cpu", "memory", "image", "dockerfile", "context_dir", "docker_build_args", "timeout",
+                "idle_timeout", "region", "secrets", "cidr_allowlist", "offline", "volumes", "env")
+LOG_TAIL_LINES = 30
+NOT_YET_SUPPORTED = (
+    "state={state} needs host snapshots, which this version of mngr.modal does not support yet. "
+    "Use state=present to create or keep a running host, or state=absent to destroy it."
+)
+
+
+class DockerfileError(ValueError):
+    """A Dockerfile this module cannot replay; the message names the line and what to do."""
+
+
+# --- Dockerfile replay ---------------------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[str]:
+    """Logical instructions of a Dockerfile: continuation lines joined, comments and blank lines dropped."""
+    instructions: list[str] = []
+    current = ""
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if current and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1].rstrip() + " "
+            continue
+        current += line
+        if current.strip():
+            instructions.append(current.strip())
+        current = ""
+    if current.strip():
+        instructions.append(current.strip())
+    return instructions
+
+
+_ARG_RE = re.compile(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$", re.IGNORECASE)
+_VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+def plan_dockerfile(text: str, build_args: dict[str, str]) -> tuple[str, list[str], list[str]]:
+    """(base image, instructions to replay one per layer, warnings) for a single-stage Dockerfile.
+
+    ``ARG`` lines named in ``build_args`` are rewritten to carry the given value (an ARG before ``FROM`` is
+    substituted into the ``FROM`` line); a build arg the file does not declare is an error.
+    """
+    instructions = dockerfile_instructions(text)
+    froms = [i for i in instructions if i.split(None, 1)[0].upper() == "FROM"]
+    if not froms:
+        raise DockerfileError("the Dockerfile has no FROM line")
+    if len(froms) > 1:
+        raise DockerfileError(
+            f"multi-stage Dockerfiles are not supported (found {len(froms)} FROM lines: "
+            f"{'; '.join(froms)}): build the final stage only, or publish the earlier stage as an image"
+        )
+    declared = []
+    for instruction in instructions:
+        match = _ARG_RE.match(instruction)
+        if match:
+            declared.append(match.group(1))
+    unknown = sorted(set(build_args) - set(declared))
+    if unknown:
+        raise DockerfileError(
+            f"docker build arg {', '.join(unknown)} is not declared by an ARG line in the Dockerfile "
+            f"(declared: {', '.join(declared) or 'none'})"
+        )
+    global_args: dict[str, str] = {}
+    base = ""
+    steps: list[str] = []
+    warnings: list[str] = []
+    seen_from = False
+    for instruction in instructions:
+        keyword = instruction.split(None, 1)[0].upper()
+        match = _ARG_RE.match(instruction)
+        if match:
+            name, default = match.group(1), match.group(2)
+            value = build_args.get(name, default)
+            if not seen_from:
+                global_args[name] = value or ""
+                continue
+            steps.append(f"ARG {name}={value}" if value is not None else f"ARG {name}")
+            continue
+        if keyword == "FROM":
+            seen_from = True
+            words = instruction.split()[1:]
+            words = [w for w in words if not w.startswith("--platform")]
+            if not words:
+                raise DockerfileError(f"cannot read the image of {instruction!r}")
+            base = _VAR_RE.sub(lambda m: global_args.get(m.group(1) or m.group(2), ""), words[0])
+            if not base or "$" in base:
+                raise DockerfileError(f"cannot resolve the image of {instruction!r}")
+            continue
+        if keyword in ("COPY", "ADD") and re.search(r"\s--from=", instruction):
+            raise DockerfileError(f"{instruction!r} copies from another stage or image: multi-stage builds are not supported")
+        if keyword in ("CMD", "ENTRYPOINT"):
+            warnings.append(f"Dockerfile {keyword} is ignored ({instruction!r}): the host runs sshd and what you start over SSH")
+            continue
+        if keyword in ("ONBUILD", "HEALTHCHECK", "STOPSIGNAL", "SHELL", "VOLUME", "EXPOSE", "MAINTAINER", "LABEL"):
+            if keyword in ("SHELL", "ONBUILD"):
+                raise DockerfileError(f"Dockerfile instruction {keyword} is not supported ({instruction!r})")
+            continue
+        steps.append(instruction)
+    return base, steps, warnings
+
+
+# --- build log capture -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def captured_build_log(lines: "collections.deque[str]") -> Iterator[None]:
+    """Collect image build output into ``lines`` while the SDK builds.
+
+    The SDK sends build logs to its output manager, which is silent unless output is enabled. The
+    public API offers no other way to read a build's log from Python, so this installs a silent manager
+    that keeps the text (``modal._output``, a private module: if it moves, builds simply carry no log).
+    """
+    try:
+        from modal._output.manager import DisabledOutputManager, OutputManager  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        yield
+        return
+
+    class _Capture(DisabledOutputManager):  # type: ignore[misc, valid-type]
+        async def put_streaming_log(self, log: Any, prefix: str = "") -> None:
+            data = getattr(log, "data", "")
+            if data:
+                lines.extend(str(data).splitlines())
+
+    previous = OutputManager.get()
+    OutputManager._set(_Capture())  # pylint: disable=protected-access
+    try:
+        yield
+    finally:
+        OutputManager._set(previous)  # pylint: disable=protected-access
+
+
+def tail(lines: Any, count: int = LOG_TAIL_LINES) -> str:
+    text_lines = [line for line in (lines or []) if line is not None]
+    return "\n".join(list(text_lines)[-count:])
+
+
+# --- the module ------------------------------------------------------------------------------------
+
+
+class CreateFailure(Exception):
+    """Creating or bootstrapping failed; ``log`` is the tail of the relevant log."""
+
+    def __init__(self, message: str, log: str = "", code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.log = log
+        self.code = code
+
+
+class ModalSandboxModule:
+    """Decides what a host needs, then (outside check mode) does it."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.params = module.params
+        self.check_mode = module.check_mode
+        self.changed = False
+        self.warnings: list[str] = []
+        self.diff: dict[str, Any] = {"before": {}, "after": {}}
+        self.session: ModalSession | None = None
+        self.directory: HostDirectory | None = None
+        self.given_spec_keys: list[str] = []
+        self.spec: dict[str, Any] = {}
+
+    # --- input ----------------------------------------------------------------------------------
+
+    def validate_inputs(self) -> None:
+        """Everything that can be checked without Modal: names, tags, build args, the Dockerfile."""
+        params = self.params
+        validate_host_name(params["name"], "name")
+        if params["new_name"] is not None:
+            validate_host_name(params["new_name"], "new_name")
+            if params["state"] == "absent":
+                raise HostError("new_name cannot be used with state=absent: rename first, then destroy")
+        self.requested_tags = None if params["tags"] is None else normalize_user_tags(params["tags"], "tags")
+        if params["state"] == "absent":
+            return
+        from_build_args = parse_build_args(_build_args_value(params["build_args"]))
+        from_options = {key: params[key] for key in SPEC_OPTIONS}
+        self.spec = resolve_spec(from_build_args, from_options)
+        self.given_spec_keys = sorted(set(from_build_args) | {k for k, v in from_options.items() if v is not None})
+        if self.spec["dockerfile"]:
+            self._check_dockerfile()
+        for name in self.spec["secrets"]:
+            if name not in os.environ:
+                raise BuildArgError(f"secret {name} names an environment variable that is not set on the controller")
+        if params["ssh_public_key"] is not None:
+            key = params["ssh_public_key"].strip()
+            if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$", key) or "\n" in key:
+                raise HostError(f"ssh_public_key is not one OpenSSH public key line: {key[:60]!r}")
+
+    def _check_dockerfile(self) -> None:
+        path = os.path.abspath(os.path.expanduser(self.spec["dockerfile"]))
+        if not os.path.isfile(path):
+            raise DockerfileError(f"dockerfile {self.spec['dockerfile']} does not exist on the controller")
+        context_dir = self.spec["context_dir"] or os.path.dirname(path)
+        if not os.path.isdir(os.path.expanduser(context_dir)):
+            raise DockerfileError(f"context_dir {context_dir} is not a folder on the controller")
+        with open(path, encoding="utf-8") as handle:
+            self.dockerfile_text = handle.read()
+        self.dockerfile_plan = plan_dockerfile(self.dockerfile_text, self.spec["docker_build_args"])
+
+    # --- entry point ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        params = self.params
+        state = params["state"]
+        try:
+            self.validate_inputs()
+        except (HostError, BuildArgError, DockerfileError) as exc:
+            self.module.fail_json(msg=str(exc))
+        if state == "stopped":
+            self.module.fail_json(msg=NOT_YET_SUPPORTED.format(state=state))
+        self.session = ModalSession(self.module)
+        try:
+            result = self.absent() if state == "absent" else self.present()
+        except ModalError as exc:
+            self.module.fail_json(**exc.fail_kwargs())
+        except CreateFailure as exc:
+            msg = exc.message + (f"\n--- last lines of the log ---\n{exc.log}" if exc.log else "")
+            kwargs = {"msg": msg}
+            if exc.code:
+                kwargs["error_code"] = exc.code
+            self.module.fail_json(**kwargs)
+        finally:
+            self.session.close()
+        for warning in self.warnings:
+            self.module.warn(warning)
+        output: dict[str, Any] = {"changed": self.changed, "modal_sandbox": result}
+        if self.module._diff:  # pylint: disable=protected-access
+            output["diff"] = self.diff
+        self.module.exit_json(**output)
+
+    # --- reading the app's hosts ----------------------------------------------------------------------
+
+    def load(self, create: bool) -> HostDirectory:
+        session = self.session
+        app = session.app(create_if_missing=create)
+        if app is None:
+            store: Any = MemoryRecordStore()
+        else:
+            store = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
+                                      session.client, create=create)
+        self.directory = HostDirectory(session, app, store)
+        return self.directory
+
+    def describe(self, host: Host | None) -> dict[str, Any]:
+        """The before/after view used in the diff."""
+        if host is None:
+            return {}
+        spec = host.record.spec if host.record else {}
+        return {
+            "name": host.name,
+            "state": host.state,
+            "tags": dict(host.user_tags),
+            "spec": {key: spec.get(key) for key in self.given_spec_keys} if spec else {},
+        }
+
+    def result_for(self, host: Host | None, name: str, state: str | None = None) -> dict[str, Any]:
+        session = self.session
+        if host is None:
+            return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name)
+        spec = host.record.spec if host.record else {}
+        sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
+        return host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
+                           host.ssh_endpoint, session.key_dir, session.app_name)
+
+    # --- absent ---------------------------------------------------------------------------------
+
+    def absent(self) -> dict[str, Any]:
+        name = self.params["name"]
+        directory = self.load(create=False)
+        host = find_host(directory.hosts(), name)
+        if host is None:
+            return self.result_for(None, name)
+        self.diff["before"] = self.describe(host)
+        self.diff["after"] = {}
+        self.changed = True
+        if not self.check_mode:
+            self._terminate_all(host.host_id)
+            if host.record is not None:
+                host.record.status = STATUS_DESTROYED
+                host.record.sandbox_id = None
+                directory.store.put(host.record)
+            folder = KeyFolder.locate(self.session.key_dir, host.name, host.host_id)
+            if folder is not None:
+                folder.remove()
+        result = self.result_for(host, host.name, "absent")
+        result["sandbox_id"] = None
+        return result
+
+    def _terminate_all(self, host_id: str, keep: str | None = None) -> list[str]:
+        """Terminate every live sandbox tagged with ``host_id`` except ``keep``; return their ids."""
+        directory = self.directory
+        directory.forget()
+        terminated = []
+        for sandbox in directory.sandboxes_of(host_id):
+            if sandbox.sandbox_id == keep:
+                continue
+            self.session.call(sandbox.handle.terminate)
+            terminated.append(sandbox.sandbox_id)
+        directory.forget()
+        return terminated
+
+    # --- present ----------------------------------------------------------------------------------
+
+    def present(self) -> dict[str, Any]:
+        params = self.params
+        name = params["name"]
+        new_name = params["new_name"] if params["new_name"] != name else None
+        # Outside check mode the app and its state volume are created on first use; in check mode nothing is.
+        directory = self.load(create=not self.check_mode)
+        hosts = directory.hosts()
+        host = find_host(hosts, name)
+        if new_name is not None:
+            target = find_host(hosts, new_name)
+            if host is not None and target is not None and target.host_id != host.host_id:
+                self.module.fail_json(
+                    msg=f"cannot rename host {name} to {new_name}: a host named {new_name} already exists "
+                        f"(host_id {target.host_id}). Choose another new_name, or destroy {new_name} first."
+                )
+            if host is None and target is None:
+                self.module.fail_json(msg=f"cannot rename host {name} to {new_name}: there is no host named {name}")
+            if host is None:
+                host = target  # renamed earlier; finish whatever that run left undone
+            name = new_name
+        if host is None:
+            return self.create(name)
+        if host.sandbox is None:
+            self.module.fail_json(
+                msg=f"host {host.name} is stopped (no running sandbox). "
+                    + NOT_YET_SUPPORTED.format(state=f"{params['state']} for a stopped host")
+            )
+        return self.update(host, name)
+
+    # --- update an existing running host ----------------------------------------------------------
+
+    def update(self, host: Host, name: str) -> dict[str, Any]:
+        params = self.params
+        before = self.describe(host)
+        self.diff["before"] = before
+        desired_tags = merge_user_tags(host.user_tags, self.requested_tags, params["purge_tags"])
+        renaming = host.name != name
+        tags_change = desired_tags != host.user_tags
+        recorded_spec = host.record.spec if host.record else None
+        if recorded_spec is None:
+            self.warnings.append(
+                f"host {host.name} has no record on the state volume: its build spec cannot be compared"
+            )
+        else:
+            differences = {
+                key: {"current": recorded_spec.get(key), "requested": self.spec.get(key)}
+                for key in self.given_spec_keys
+                if _normalized(recorded_spec.get(key)) != _normalized(self.spec.get(key))
+            }
+            if differences:
+                listed = ", ".join(f"{k}: {v['current']!r} -> {v['requested']!r}" for k, v in differences.items())
+                self.warnings.append(
+                    f"host {host.name} is running with a different spec than requested ({listed}). Modal cannot "
+                    "resize a running sandbox: destroy the host (state=absent) and create it again to apply it."
+                )
+        extra_key = params["ssh_public_key"].strip() if params["ssh_public_key"] else None
+        authorized = list(host.record.authorized_keys) if host.record else []
+        key_change = extra_key is not None and extra_key not in authorized
+        folder = KeyFolder.locate(self.session.key_dir, name, host.host_id,
+                                  (host.name, host.record.previous_name if host.record else None))
+        repair = host.tags_out_of_date or (host.record is not None and host.record.previous_name is not None) or (
+            folder is not None and folder.name != name)
+        self.changed = renaming or tags_change or key_change or repair
+
+        after_host = Host(host.host_id, name, desired_tags, record=host.record, sandbox=host.sandbox,
+                          ssh_endpoint=host.ssh_endpoint)
+        after = self.describe(after_host)
+        self.diff["after"] = after
+        if self.check_mode or not self.changed:
+            return self._finish_existing(after_host, folder)
+
+        record = host.record
+        # 1. The record first: from here on the host is found under its new name (see _hosts.Host).
+        if record is not None and (renaming or tags_change or key_change or record.previous_name):
+            if renaming:
+                record.previous_name = host.name
+            record.name = name
+            record.user_tags = desired_tags
+            if key_change:
+                record.authorized_keys = authorized + [extra_key]
+            self.directory.store.put(record)
+        # 2. The sandbox's tags (identity + user tags), keeping the recorded SSH endpoint.
+        endpoint = host.ssh_endpoint
+        self.session.call(
+            host.sandbox.handle.set_tags,
+            encode_sandbox_tags(host.host_id, name, desired_tags, format_endpoint(*endpoint) if endpoint else None),
+        )
+        # 3. The key folder and its known_hosts comment.
+        if folder is not None and folder.name != name:
+            folder = folder.move_to(name)
+        if folder is not None and endpoint is not None:
+            folder.pin(*endpoint)
+        if key_change:
+            self._append_authorized_key(host.sandbox.handle, extra_key)
+        # 4. The rename is complete.
+        if record is not None and record.previous_name is not None:
+            record.previous_name = None
+            self.directory.store.put(record)
+        return self._finish_existing(after_host, folder)
+
+    def _finish_existing(self, host: Host, folder: KeyFolder | None) -> dict[str, Any]:
+        """Fill in the SSH endpoint, check SSH answers (wait=true), and build the result."""
+        if host.ssh_endpoint is None and host.sandbox is not None:
+            host.ssh_endpoint = self._tunnel_endpoint(host.sandbox.handle, 30)
+        if folder is None:
+            self.warnings.append(
+                f"the SSH keys of host {host.name} are not in {self.session.key_dir}: they were created on another "
+                "controller; copy that host's key folder here to reach it over SSH"
+            )
+        elif not self.check_mode and host.ssh_endpoint is not None:
+            folder.pin(*host.ssh_endpoint)
+            if self.params["wait"]:
+                try:
+                    wait_for_ssh(host.ssh_endpoint[0], host.ssh_endpoint[1], folder.client_key, folder.known_hosts,
+                                 self.params["wait_timeout"], self._liveness(host.sandbox.handle, None))
+                except SshNotReady as exc:
+                    self.module.fail_json(msg=f"host {host.name} is running but SSH does not answer: {exc}",
+                                          ssh_error=exc.last_error)
+        return self.result_for(host, host.name)
+
+    def _append_authorized_key(self, handle: Any, key: str) -> None:
+        script = 'set -eu; umask 077; mkdir -p /root/.ssh; printf "%s\\n" "$MNGR_EXTRA_KEY" >> /root/.ssh/authorized_keys'
+        process = self.session.call(handle.exec, "sh", "-c", script, env={"MNGR_EXTRA_KEY": key})
+        code = self.session.call(process.wait)
+        if code != 0:
+            raise ModalError(f"adding ssh_public_key to host {self.params['name']} failed (exit code {code}): "
+                             + tail(self.session.call(process.stderr.read).splitlines()))
+
+    # --- create ----------------------------------------------------------------------------------------
+
+    def create(self, name: str) -> dict[str, Any]:
+        params = self.params
+        user_tags = self.requested_tags or {}
+        spec = dict(self.spec)
+        self.changed = True
+        self.diff["before"] = {}
+        self.diff["after"] = {"name": name, "state": "running", "tags": dict(user_tags),
+                              "spec": {key: spec.get(key) for key in self.given_spec_keys}}
+        if self.check_mode:
+            result = host_result(None, name, "running", user_tags, spec, None, None, self.session.key_dir,
+                                 self.session.app_name)
+            return result
+
+        for line in getattr(self, "dockerfile_plan", (None, None, []))[2]:
+            self.warnings.append(line)
+        host_id = new_host_id()
+        folder = KeyFolder(self.session.key_dir, name)
+        if os.path.exists(folder.path) and folder.host_id() != host_id:
+            # A folder left by a destroyed host of the same name (live hosts were checked above): new host, new keys.
+            folder.remove()
+        folder.ensure(host_id)
+        record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
+                            ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
+                            authorized_keys=[params["ssh_public_key"].strip()] if params["ssh_public_key"] else [])
+        image = self._build_image()
+        sandbox = None
+        try:
+            sandbox = self._create_sandbox(image, host_id, name, user_tags)
+            record.sandbox_id = sandbox.object_id
+            endpoint = self._bootstrap(sandbox, folder)
+            record.ssh_host, record.ssh_port = endpoint
+            self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
+            self.directory.store.put(record)
+        except (CreateFailure, ModalError, OSError) as exc:
+            self._clean_up_failed_create(host_id, folder, record, str(exc))
+            if isinstance(exc, CreateFailure):
+                raise
+            if isinstance(exc, ModalError):
+                raise CreateFailure(exc.msg, code=exc.code) from exc
+            raise CreateFailure(f"creating host {name} failed: {exc}") from exc
+        host = Host(host_id, name, dict(user_tags), record=record, ssh_endpoint=endpoint)
+        return host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
+                           self.session.key_dir, self.session.app_name)
+
+    def _clean_up_failed_create(self, host_id: str, folder: KeyFolder, record: HostRecord, reason: str) -> None:
+        """No orphans: terminate whatever sandbox this create started, record the failure, drop the keys."""
+        try:
+            self._terminate_all(host_id)
+        except ModalError as exc:
+            self.warnings.append(f"could not terminate the sandbox of the failed host {record.name}: {exc.msg}")
+        try:
+            record.status = STATUS_FAILED
+            record.failure = reason[-2000:]
+            record.sandbox_id = None
+            self.directory.store.put(record)
+        except ModalError:
+            pass
+        folder.remove()
+
+    def _build_image(self) -> Any:
+        """Build the image before any sandbox exists, so a failed build can leave nothing behind."""
+        modal = self.session.modal
+        spec = self.spec
+        if spec["dockerfile"]:
+            base, steps, _warnings = self.dockerfile_plan
+            context_dir = os.path.expanduser(spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"])))
+            image = modal.Image.from_registry(base)
+            for step in steps:
+                image = image.dockerfile_commands([step], context_dir=context_dir)
+            description = f"the image from {spec['dockerfile']}"
+        else:
+            image = modal.Image.from_registry(spec["image"])
+            description = f"the image {spec['image']}"
+        image = image.run_commands(INSTALL_OPENSSH_COMMAND)
+        log: collections.deque[str] = collections.deque(maxlen=200)
+        try:
+            with captured_build_log(log):
+                self.session.call(image.build, self.directory.app)
+        except ModalError as exc:
+            raise CreateFailure(f"building {description} failed: {exc.msg}", tail(log), exc.code) from exc
+        return image
+
+    def _create_sandbox(self, image: Any, host_id: str, name: str, user_tags: dict[str, str]) -> Any:
+        modal = self.session.modal
+        spec = self.spec
+        kwargs: dict[str, Any] = {
+            "app": self.directory.app,
+            "image": image,
+            "timeout": spec["timeout"],
+            "cpu": spec["cpu"],
+            "memory": memory_mib(spec),
+            "unencrypted_ports": [SSH_PORT],
+            "tags": encode_sandbox_tags(host_id, name, user_tags),
+            "client": self.session.client,
+        }
+        if spec["gpu"]:
+            kwargs["gpu"] = spec["gpu"]
+        if spec["region"]:
+            kwargs["region"] = spec["region"]
+        if spec["idle_timeout"]:
+            kwargs["idle_timeout"] = spec["idle_timeout"]
+        if spec["offline"]:
+            kwargs["block_network"] = True
+        if spec["cidr_allowlist"]:
+            kwargs["outbound_cidr_allowlist"] = list(spec["cidr_allowlist"])
+        if spec["env"]:
+            kwargs["env"] = dict(spec["env"])
+        if spec["secrets"]:
+            kwargs["secrets"] = [modal.Secret.from_dict({key: os.environ[key] for key in spec["secrets"]})]
+        if spec["volumes"]:
+            kwargs["volumes"] = {
+                volume["path"]: modal.Volume.from_name(volume["name"], create_if_missing=True,
+                                                       environment_name=self.session.environment)
+                for volume in spec["volumes"]
+            }
+        # The entrypoint only keeps the sandbox alive; sshd is started by an exec once the keys are in place.
+        return self.session.call(modal.Sandbox.create, "sleep", "infinity", **kwargs)
+
+    def _liveness(self, sandbox: Any, sshd: Any) -> Any:
+        def still_alive() -> str | None:
+            try:
+                code = sandbox.poll()
+            except Exception:  # pylint: disable=broad-exception-caught
+                return None
+            if code is not None:
+                return f"the sandbox exited with code {code}"
+            if sshd is not None:
+                try:
+                    sshd_code = sshd.poll()
+                except Exception:  # pylint: disable=broad-exception-caught
+                    return None
+                if sshd_code is not None:
+                    return f"sshd exited with code {sshd_code}"
+            return None
+
+        return still_alive
+
+    def _tunnel_endpoint(self, sandbox: Any, timeout: int) -> tuple[str, int]:
+        tunnels = self.session.call(sandbox.tunnels, timeout=timeout)
+        tunnel = tunnels.get(SSH_PORT)
+        if tunnel is None:
+            raise CreateFailure(f"the sandbox has no tunnel for port {SSH_PORT}")
+        host, port = tunnel.tcp_socket
+        return host, int(port)
+
+    def _bootstrap(self, sandbox: Any, folder: KeyFolder) -> tuple[str, int]:
+        """Keys in with one exec, sshd started with another, tunnel read and pinned, then a real login."""
+        name = folder.name
+        env = bootstrap_env(folder.read_public(CLIENT_KEY), folder.read_private(HOST_KEY), folder.read_public(HOST_KEY),
+                            [self.params["ssh_public_key"]] if self.params["ssh_public_key"] else None)
+        setup = self.session.call(sandbox.exec, "sh", "-c", bootstrap_script(), env=env)
+        code = self.session.call(setup.wait)
+        output = self.session.call(setup.stdout.read) + self.session.call(setup.stderr.read)
+        if code != 0:
+            raise CreateFailure(f"bootstrapping SSH in host {name} failed (exit code {code})", tail(output.splitlines()))
+        sshd = self.session.call(sandbox.exec, *sshd_command())
+        endpoint = self._tunnel_endpoint(sandbox, self.params["wait_timeout"])
+        folder.pin(*endpoint)
+        if self.params["wait"]:
+            try:
+                wait_for_ssh(endpoint[0], endpoint[1], folder.client_key, folder.known_hosts,
+                             self.params["wait_timeout"], self._liveness(sandbox, sshd))
+            except SshNotReady as exc:
+                log = exc.last_error
+                try:
+                    if sshd.poll() is not None:
+                        log = (log + "\n" + sshd.stderr.read()).strip()
+                except Exception:  # pylint: disable=broad-exception-caught
+                    pass
+                raise CreateFailure(f"host {name}: {exc}", tail(log.splitlines())) from exc
+        return endpoint
+
+
+def _build_args_value(value: Any) -> Any:
+    if value is None or isinstance(value, (str, list)):
+        return value
+    raise BuildArgError(f"build_args must be a string or a list of strings, got {type(value).__name__} {value!r}")
+
+
+def _normalized(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def argument_spec() -> dict[str, Any]:
+    spec = modal_argument_spec()
+    spec.update(
+        name={"type": "str", "required": True},
+        state={"type": "str", "default": "present", "choices": ["present", "started", "stopped", "absent"]},
+        build_args={"type": "raw"},
+        gpu={"type": "str"},
+        cpu={"type": "float"},
+        memory={"type": "float"},
+        image={"type": "str"},
+        dockerfile={"type": "path"},
+        context_dir={"type": "path"},
+        docker_build_args={"type": "dict"},
+        timeout={"type": "int"},
+        idle_timeout={"type": "int"},
+        region={"type": "str"},
+        secrets={"type": "list", "elements": "str", "no_log": False},
+        cidr_allowlist={"type": "list", "elements": "str"},
+        offline={"type": "bool"},
+        volumes={"type": "list", "elements": "raw"},
+        env={"type": "dict"},
+        tags={"type": "dict"},
+        purge_tags={"type": "bool", "default": False},
+        new_name={"type": "str"},
+        ssh_public_key={"type": "str", "no_log": False},
+        wait={"type": "bool", "default": True},
+        wait_timeout={"type": "int", "default": 300},
+    )
+    return spec
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    if not HAS_CRYPTOGRAPHY:
+        module.fail_json(msg=missing_required_lib("cryptography"))
+    try:
+        ModalSandboxModule(module).run()
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc())
+
+
+if __name__ == "__main__":
+    main()

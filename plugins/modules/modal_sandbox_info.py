@@ -1,0 +1,212 @@
+#!/usr/bin/python
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: modal_sandbox_info
+short_description: List the hosts of a Modal app with their SSH endpoints
+version_added: 0.1.0
+description:
+  - Lists the hosts managed by M(mngr.modal.modal_sandbox) in the app O(app), optionally only the one called
+    O(name) or those carrying every tag of O(tags).
+  - Running hosts (a live sandbox) have state V(running) and their SSH endpoint; hosts kept without a live sandbox
+    (for a later start) have state V(stopped). Destroyed hosts are not listed.
+  - Reads only: creates neither the app nor its state volume when they do not exist (the list is then empty).
+  - Run it on the controller (C(delegate_to: localhost)), where the hosts' key folders are.
+extends_documentation_fragment:
+  - mngr.modal.modal
+  - mngr.modal.modal.attributes
+  - mngr.modal.modal.info_module
+options:
+  name:
+    description:
+      - Only the host with this name.
+    type: str
+  tags:
+    description:
+      - Only hosts whose user tags include every C(key: value) given here.
+    type: dict
+author:
+  - mngr.modal authors
+seealso:
+  - module: mngr.modal.modal_sandbox
+"""
+
+EXAMPLES = r"""
+- name: List every host of the app
+  mngr.modal.modal_sandbox_info:
+  delegate_to: localhost
+  register: hosts
+
+- name: Add the running hosts of team data to the inventory
+  ansible.builtin.add_host:
+    name: "{{ item.name }}"
+    groups: modal
+    ansible_host: "{{ item.ssh.host }}"
+    ansible_port: "{{ item.ssh.port }}"
+    ansible_user: "{{ item.ssh.user }}"
+    ansible_ssh_private_key_file: "{{ item.ssh.private_key_file }}"
+    ansible_ssh_common_args: "{{ item.ssh.common_args }}"
+  loop: "{{ hosts.modal_sandbox_info | selectattr('state', 'equalto', 'running') | selectattr('tags.team', 'defined')
+            | selectattr('tags.team', 'equalto', 'data') }}"
+  loop_control:
+    label: "{{ item.name }}"
+
+- name: One host by name
+  mngr.modal.modal_sandbox_info:
+    name: trainer
+  delegate_to: localhost
+  register: trainer
+"""
+
+RETURN = r"""
+modal_sandbox_info:
+  description: The hosts found, sorted by name. Each item has the shape of RV(mngr.modal.modal_sandbox#module:modal_sandbox).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: Name of the host.
+      type: str
+      sample: trainer
+    host_id:
+      description: Stable id of the host.
+      type: str
+      sample: host-3f2a0c4e5b6d47e8a9b0c1d2e3f4a5b6
+    app:
+      description: Modal app the host belongs to.
+      type: str
+      sample: mngr-modal
+    state:
+      description: V(running) or V(stopped).
+      type: str
+      sample: running
+    sandbox_id:
+      description: Id of the live sandbox, or V(null) for a stopped host.
+      type: str
+      sample: sb-0123456789abcdefghijkl
+    tags:
+      description: User tags of the host.
+      type: dict
+      sample: {team: data}
+    spec:
+      description: Build spec from the host's record (empty when the host has no record).
+      type: dict
+      sample: {cpu: 2.0, memory: 8.0}
+    ssh:
+      description: How to reach the host (host and port are V(null) for a stopped host).
+      type: dict
+      contains:
+        host:
+          description: Address of the SSH tunnel.
+          type: str
+        port:
+          description: Port of the SSH tunnel.
+          type: int
+        user:
+          description: User to log in as.
+          type: str
+        private_key_file:
+          description: Client private key on the controller.
+          type: path
+        known_hosts_file:
+          description: Pinned known_hosts file on the controller.
+          type: path
+        common_args:
+          description: Value for C(ansible_ssh_common_args) enforcing the pinned host key.
+          type: str
+"""
+
+import traceback
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mngr.modal.plugins.module_utils._client import (
+    ModalError,
+    ModalSession,
+    modal_argument_spec,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    HostDirectory,
+    HostError,
+    MemoryRecordStore,
+    VolumeRecordStore,
+    filter_hosts,
+    host_result,
+    normalize_user_tags,
+    state_volume_name,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import SSH_PORT
+
+
+class ModalSandboxInfoModule:
+    """Lists hosts without creating anything."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.params = module.params
+
+    def run(self) -> None:
+        try:
+            name = validate_host_name(self.params["name"], "name") if self.params["name"] is not None else None
+            tags = normalize_user_tags(self.params["tags"], "tags") if self.params["tags"] is not None else None
+        except HostError as exc:
+            self.module.fail_json(msg=str(exc))
+        session = ModalSession(self.module)
+        try:
+            hosts = self.list_hosts(session, name, tags)
+        except ModalError as exc:
+            self.module.fail_json(**exc.fail_kwargs())
+        finally:
+            session.close()
+        self.module.exit_json(changed=False, modal_sandbox_info=hosts)
+
+    def list_hosts(self, session: ModalSession, name: str | None, tags: dict[str, str] | None) -> list[dict[str, Any]]:
+        app = session.app(create_if_missing=False)
+        if app is None:
+            return []
+        store = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
+                                  session.client, create=False)
+        directory = HostDirectory(session, app, store if app is not None else MemoryRecordStore())
+        results = []
+        for host in filter_hosts(directory.hosts(), name=name, tags=tags):
+            endpoint = host.ssh_endpoint
+            if endpoint is None and host.sandbox is not None:
+                endpoint = self._endpoint_from_modal(session, host.sandbox.handle)
+            spec = host.record.spec if host.record else {}
+            sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
+            results.append(host_result(host.host_id, host.name, host.state, host.user_tags, spec, sandbox_id,
+                                       endpoint, session.key_dir, session.app_name))
+        return results
+
+    @staticmethod
+    def _endpoint_from_modal(session: ModalSession, handle: Any) -> tuple[str, int] | None:
+        """The tunnel of a host whose tags do not carry it (created by another tool, or mid-bootstrap)."""
+        try:
+            tunnels = session.call(handle.tunnels, timeout=10)
+        except ModalError:
+            return None
+        tunnel = tunnels.get(SSH_PORT)
+        if tunnel is None:
+            return None
+        host, port = tunnel.tcp_socket
+        return host, int(port)
+
+
+def main() -> None:
+    spec = modal_argument_spec()
+    spec.update(name={"type": "str"}, tags={"type": "dict"})
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    try:
+        ModalSandboxInfoModule(module).run()
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import socket
+
+import grpclib
+import pytest
+from modal import exception as modal_exception
+
+from ansible_collections.mngr.modal.plugins.module_utils import _client
+from ansible_collections.mngr.modal.plugins.module_utils._client import (
+    ModalError,
+    ModalSession,
+    RetryPolicy,
+    check_reachable,
+    is_transient,
+    map_error,
+    modal_argument_spec,
+)
+
+SERVER = "http://127.0.0.1:1"
+
+
+def sdk_error(cls, status, message="boom"):
+    """An exception shaped exactly as the SDK raises it after a failed RPC."""
+    exc = cls(message)
+    exc._grpc_status = status  # pylint: disable=protected-access
+    exc._grpc_message = message  # pylint: disable=protected-access
+    exc._grpc_details = None  # pylint: disable=protected-access
+    return exc
+
+
+class Recorder:
+    def __init__(self, failures):
+        self.failures = list(failures)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.failures:
+            raise self.failures.pop(0)
+        return "ok"
+
+
+def no_sleep_policy(**kwargs):
+    sleeps = []
+    return RetryPolicy(sleep=sleeps.append, rand=lambda: 1.0, **kwargs), sleeps
+
+
+# --- retry policy -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", ["UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN"])
+def test_transient_errors_are_retried_then_succeed(status):
+    policy, sleeps = no_sleep_policy(max_attempts=4)
+    fn = Recorder([sdk_error(modal_exception.ServiceError, getattr(grpclib.Status, status))] * 2)
+    assert policy.run(fn, is_transient) == "ok"
+    assert fn.calls == 3
+    assert len(sleeps) == 2
+
+
+def test_transient_errors_are_retried_a_bounded_number_of_times():
+    policy, sleeps = no_sleep_policy(max_attempts=4)
+    fn = Recorder([sdk_error(modal_exception.ServiceError, grpclib.Status.UNAVAILABLE)] * 10)
+    with pytest.raises(modal_exception.ServiceError):
+        policy.run(fn, is_transient)
+    assert fn.calls == 4
+    assert len(sleeps) == 3
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        sdk_error(modal_exception.NotFoundError, grpclib.Status.NOT_FOUND),
+        sdk_error(modal_exception.InvalidError, grpclib.Status.INVALID_ARGUMENT),
+        sdk_error(modal_exception.AuthError, grpclib.Status.UNAUTHENTICATED),
+        sdk_error(modal_exception.AlreadyExistsError, grpclib.Status.ALREADY_EXISTS),
+        modal_exception.InvalidError("client-side validation"),
+        ValueError("a bug, not the network"),
+    ],
+)
+def test_permanent_errors_are_not_retried(exc):
+    policy, sleeps = no_sleep_policy(max_attempts=4)
+    fn = Recorder([exc])
+    with pytest.raises(type(exc)):
+        policy.run(fn, is_transient)
+    assert fn.calls == 1
+    assert not sleeps
+
+
+def test_raw_grpclib_errors_count_too():
+    assert is_transient(grpclib.GRPCError(grpclib.Status.UNAVAILABLE, "down"))
+    assert not is_transient(grpclib.GRPCError(grpclib.Status.NOT_FOUND, "gone"))
+
+
+def test_backoff_is_exponential_capped_and_jittered():
+    policy = RetryPolicy(base_delay=0.5, max_delay=4.0, rand=lambda: 1.0)
+    assert [policy.delay(n) for n in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
+    low = RetryPolicy(base_delay=0.5, max_delay=4.0, rand=lambda: 0.25)
+    assert low.delay(2) == 0.5
+    # The real random source stays within the bound.
+    real = RetryPolicy(base_delay=0.5, max_delay=4.0)
+    assert all(0 <= real.delay(3) <= 4.0 for attempt in range(100))
+
+
+# --- error mapping ------------------------------------------------------------------------------------
+
+def test_auth_failure_says_how_to_fix_it():
+    err = map_error(sdk_error(modal_exception.AuthError, grpclib.Status.UNAUTHENTICATED, "Invalid token"), SERVER)
+    assert err.code == "UNAUTHENTICATED"
+    assert "Invalid token" in err.msg
+    assert "modal token new" in err.msg
+    assert "MODAL_TOKEN_ID" in err.msg and "MODAL_TOKEN_SECRET" in err.msg
+
+
+def test_token_missing_from_sdk_is_an_auth_failure():
+    err = map_error(modal_exception.AuthError("Token missing. Could not authenticate client."), SERVER)
+    assert "modal token new" in err.msg
+
+
+def test_unreachable_server_names_the_url():
+    err = map_error(modal_exception.ConnectionError("[Errno 111] Connect call failed"), SERVER)
+    assert SERVER in err.msg
+    assert err.code == "UNAVAILABLE"
+    assert SERVER in map_error(ConnectionRefusedError(111, "refused"), SERVER).msg
+
+
+def test_other_api_errors_carry_code_and_detail():
+    err = map_error(sdk_error(modal_exception.NotFoundError, grpclib.Status.NOT_FOUND, "Sandbox sb-1 not found"), SERVER)
+    assert err.code == "NOT_FOUND"
+    assert "NOT_FOUND" in err.msg and "Sandbox sb-1 not found" in err.msg
+    assert err.fail_kwargs() == {"msg": err.msg, "error_code": "NOT_FOUND", "error_details": "Sandbox sb-1 not found"}
+
+
+def test_permission_denied_points_at_workspace():
+    err = map_error(sdk_error(modal_exception.PermissionDeniedError, grpclib.Status.PERMISSION_DENIED, "no"), SERVER)
+    assert "modal token info" in err.msg
+
+
+def test_unknown_exception_keeps_its_type():
+    err = map_error(RuntimeError("weird"), SERVER)
+    assert "RuntimeError" in err.msg and "weird" in err.msg
+
+
+# --- connect timeout --------------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_check_reachable_fails_fast_with_the_url():
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ModalError) as err:
+        check_reachable(url, timeout=2)
+    assert url in err.value.msg
+    assert err.value.code == "UNAVAILABLE"
+
+
+def test_check_reachable_accepts_a_listening_server():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"http://127.0.0.1:{server.getsockname()[1]}", timeout=2)
+
+
+def test_check_reachable_one_of_several_is_enough():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"http://127.0.0.1:{free_port()},http://127.0.0.1:{server.getsockname()[1]}", timeout=2)
+
+
+# --- session ------------------------------------------------------------------------------------------
+
+class FakeModule:
+    def __init__(self, **params):
+        self.params = {"token_id": None, "token_secret": None, "environment": None, "app": "mngr-modal", "key_dir": None}
+        self.params.update(params)
+
+    def fail_json(self, **kwargs):
+        raise AssertionError(kwargs)
+
+
+def test_argument_spec_hides_the_secret():
+    spec = modal_argument_spec()
+    assert spec["token_secret"]["no_log"] is True
+    assert spec["app"]["default"] == "mngr-modal"
+    assert spec["token_id"]["fallback"][1] == ["MODAL_TOKEN_ID"]
+
+
+def test_session_call_maps_and_retries(monkeypatch):
+    policy = no_sleep_policy(max_attempts=3)[0]
+    session = ModalSession(FakeModule(), retry=policy)
+    fn = Recorder([sdk_error(modal_exception.ServiceError, grpclib.Status.UNAVAILABLE)])
+    assert session.call(fn) == "ok"
+    with pytest.raises(ModalError) as err:
+        session.call(Recorder([sdk_error(modal_exception.NotFoundError, grpclib.Status.NOT_FOUND, "no app")]))
+    assert err.value.code == "NOT_FOUND"
+
+
+def test_half_given_credentials_are_an_error():
+    session = ModalSession(FakeModule(token_id="ak-123"))
+    with pytest.raises(ModalError, match="token_id is set but token_secret is not"):
+        session.client  # pylint: disable=pointless-statement
+
+
+def test_no_credentials_anywhere(monkeypatch, tmp_path):
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    session = ModalSession(FakeModule())
+    monkeypatch.setattr(session.modal.config, "config", {"token_id": None, "token_secret": None})
+    with pytest.raises(ModalError) as err:
+        session.client  # pylint: disable=pointless-statement
+    assert "modal token new" in err.value.msg
+
+
+def test_unreachable_server_is_reported_quickly(monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("MODAL_SERVER_URL", url)
+    session = ModalSession(FakeModule(token_id="ak-1", token_secret="as-1"))
+    with pytest.raises(ModalError) as err:
+        session.client  # pylint: disable=pointless-statement
+    assert url in err.value.msg
+
+
+def test_key_dir_default_is_expanded(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert ModalSession(FakeModule()).key_dir == str(tmp_path / ".mngr-modal" / "keys")
+
+
+def test_missing_sdk_fails_with_missing_required_lib(monkeypatch):
+    monkeypatch.setattr(_client, "HAS_MODAL", False)
+    failures = []
+
+    class Module(FakeModule):
+        def fail_json(self, **kwargs):
+            failures.append(kwargs)
+            raise SystemExit(1)
+
+    with pytest.raises(SystemExit):
+        ModalSession(Module())
+    assert "modal" in failures[0]["msg"]

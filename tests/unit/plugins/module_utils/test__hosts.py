@@ -1,0 +1,228 @@
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Tag scheme, name validation, host records and the merge of live sandboxes with records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    MAX_SANDBOX_TAGS,
+    MAX_USER_TAGS,
+    STATUS_DESTROYED,
+    STATUS_STOPPED,
+    TAG_HOST_ID,
+    TAG_HOST_NAME,
+    TAG_SSH_ENDPOINT,
+    HostError,
+    HostRecord,
+    LiveSandbox,
+    MemoryRecordStore,
+    decode_sandbox_tags,
+    encode_sandbox_tags,
+    filter_hosts,
+    find_host,
+    merge_hosts,
+    merge_user_tags,
+    new_host_id,
+    normalize_user_tags,
+    parse_endpoint,
+    record_path,
+    state_volume_name,
+    validate_host_name,
+)
+
+
+@pytest.mark.parametrize("name", ["web1", "a", "A.b-c_d", "x" * 63, "1st-host"])
+def test_valid_host_names(name):
+    assert validate_host_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name, fragment",
+    [
+        ("", "non-empty"),
+        ("x" * 64, "64 characters"),
+        ("has space", "'has space'"),
+        ("slash/name", "'slash/name'"),
+        (".hidden", "'.hidden'"),
+        ("..", "'..'"),
+        ("-dash-first", "'-dash-first'"),
+        ("é", "'é'"),
+        (None, "None"),
+        (12, "12"),
+    ],
+)
+def test_invalid_host_names_name_the_value(name, fragment):
+    with pytest.raises(HostError) as info:
+        validate_host_name(name, "new_name")
+    assert fragment in str(info.value)
+    assert "new_name" in str(info.value)
+
+
+def test_host_ids_are_unique_and_prefixed():
+    ids = {new_host_id() for _ in range(100)}
+    assert len(ids) == 100
+    assert all(i.startswith("host-") and len(i) == 37 for i in ids)
+
+
+def test_tags_round_trip_through_sandbox_tags():
+    tags = encode_sandbox_tags("host-1", "web", {"team": "data", "env": "prod"}, "127.0.0.1:4022")
+    assert tags == {
+        TAG_HOST_ID: "host-1",
+        TAG_HOST_NAME: "web",
+        TAG_SSH_ENDPOINT: "127.0.0.1:4022",
+        "mngr_user_team": "data",
+        "mngr_user_env": "prod",
+    }
+    identity = decode_sandbox_tags(tags)
+    assert identity.host_id == "host-1"
+    assert identity.name == "web"
+    assert identity.user_tags == {"team": "data", "env": "prod"}
+    assert identity.ssh_endpoint == ("127.0.0.1", 4022)
+
+
+def test_foreign_sandbox_has_no_identity():
+    assert decode_sandbox_tags({"something": "else"}) is None
+    assert decode_sandbox_tags({}) is None
+
+
+def test_user_tags_never_shadow_identity_tags():
+    # A user tag called host_id lands under the prefix, the identity tag is untouched.
+    tags = encode_sandbox_tags("host-1", "web", {"host_id": "evil"})
+    assert tags[TAG_HOST_ID] == "host-1"
+    assert decode_sandbox_tags(tags).user_tags == {"host_id": "evil"}
+
+
+def test_full_tag_set_fits_modal_limit():
+    user = {f"k{i}": "v" for i in range(MAX_USER_TAGS)}
+    assert len(encode_sandbox_tags("host-1", "web", normalize_user_tags(user), "h:1")) == MAX_SANDBOX_TAGS
+
+
+def test_normalize_converts_scalars():
+    assert normalize_user_tags({"a": 1, "b": True, "c": 1.5, "d": "x"}) == {"a": "1", "b": "true", "c": "1.5", "d": "x"}
+    assert normalize_user_tags(None) == {}
+
+
+@pytest.mark.parametrize(
+    "tags, fragment",
+    [
+        ({f"k{i}": "v" for i in range(MAX_USER_TAGS + 1)}, "at most 7"),
+        ({"bad key": "v"}, "'bad key'"),
+        ({"k" * 54: "v"}, "54 characters"),
+        ({"k": "v" * 256}, "256 characters"),
+        ({"k": "line\nbreak"}, "control characters"),
+        ({"k": ["a"]}, "['a']"),
+        ({"k": {"a": 1}}, "{'a': 1}"),
+        ({"": "v"}, "''"),
+        ("team=data", "dictionary"),
+    ],
+)
+def test_bad_tags_name_the_value(tags, fragment):
+    with pytest.raises(HostError) as info:
+        normalize_user_tags(tags)
+    assert fragment in str(info.value)
+
+
+def test_merge_user_tags():
+    current = {"a": "1", "b": "2"}
+    assert merge_user_tags(current, None, purge=True) == current
+    assert merge_user_tags(current, {"b": "3", "c": "4"}, purge=False) == {"a": "1", "b": "3", "c": "4"}
+    assert merge_user_tags(current, {"c": "4"}, purge=True) == {"c": "4"}
+    assert merge_user_tags(current, {}, purge=True) == {}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("127.0.0.1:2222", ("127.0.0.1", 2222)),
+    ("r1.modal.host:443", ("r1.modal.host", 443)),
+    (None, None), ("", None), ("nocolon", None), ("h:port", None), (":22", None),
+])
+def test_parse_endpoint(text, expected):
+    assert parse_endpoint(text) == expected
+
+
+def test_record_round_trip_and_unknown_fields_are_ignored():
+    record = HostRecord(host_id="host-1", name="web", user_tags={"a": "1"}, spec={"cpu": 2.0},
+                        ssh_host_public_key="ssh-ed25519 AAAA", sandbox_id="sb-1", ssh_host="h", ssh_port=22)
+    raw = record.to_json()
+    data = json.loads(raw)
+    assert data["format"] == 1
+    data["field_from_the_future"] = 1
+    again = HostRecord.from_json(json.dumps(data))
+    assert again == record
+
+
+@pytest.mark.parametrize("raw", ["[]", "{}", '{"host_id": "x"}', "not json"])
+def test_bad_records_are_refused(raw):
+    with pytest.raises(ValueError):
+        HostRecord.from_json(raw)
+
+
+def test_paths():
+    assert record_path("host-1") == "hosts/host-1.json"
+    assert state_volume_name("mngr-modal") == "mngr-modal-state"
+
+
+def live(sandbox_id, host_id, name, endpoint=None, **user):
+    return LiveSandbox(sandbox_id, encode_sandbox_tags(host_id, name, user, endpoint))
+
+
+def test_merge_live_and_records():
+    records = [
+        HostRecord(host_id="host-run", name="web", user_tags={"team": "a"}, sandbox_id="sb-1"),
+        HostRecord(host_id="host-stop", name="db", status=STATUS_STOPPED),
+        HostRecord(host_id="host-gone", name="old", status=STATUS_DESTROYED),
+    ]
+    sandboxes = [
+        live("sb-1", "host-run", "web", "h:1", team="a"),
+        live("sb-2", "host-norecord", "cache", "h:2"),
+        LiveSandbox("sb-3", {"unrelated": "x"}),
+    ]
+    hosts = merge_hosts(sandboxes, records)
+    assert [(h.name, h.state) for h in hosts] == [("cache", "running"), ("db", "stopped"), ("web", "running")]
+    web = find_host(hosts, "web")
+    assert web.sandbox.sandbox_id == "sb-1"
+    assert web.ssh_endpoint == ("h", 1)
+    assert not web.tags_out_of_date
+    assert find_host(hosts, "old") is None
+    assert find_host(hosts, "nothing") is None
+
+
+def test_record_wins_over_stale_tags_after_interrupted_rename():
+    # The record was renamed to "new", the crash happened before the sandbox tags followed.
+    record = HostRecord(host_id="host-1", name="new", previous_name="old", sandbox_id="sb-1")
+    hosts = merge_hosts([live("sb-1", "host-1", "old")], [record])
+    assert find_host(hosts, "old") is None
+    host = find_host(hosts, "new")
+    assert host.sandbox.sandbox_id == "sb-1"
+    assert host.tags_out_of_date
+
+
+def test_endpoint_falls_back_to_record_of_same_sandbox():
+    record = HostRecord(host_id="host-1", name="web", sandbox_id="sb-1", ssh_host="h", ssh_port=7)
+    assert merge_hosts([live("sb-1", "host-1", "web")], [record])[0].ssh_endpoint == ("h", 7)
+    stale = HostRecord(host_id="host-1", name="web", sandbox_id="sb-old", ssh_host="h", ssh_port=7)
+    assert merge_hosts([live("sb-1", "host-1", "web")], [stale])[0].ssh_endpoint is None
+
+
+def test_filter_hosts_by_name_and_tags():
+    hosts = merge_hosts(
+        [live("sb-1", "h1", "a", team="x", env="prod"), live("sb-2", "h2", "b", team="x"), live("sb-3", "h3", "c")], []
+    )
+    assert [h.name for h in filter_hosts(hosts, tags={"team": "x"})] == ["a", "b"]
+    assert [h.name for h in filter_hosts(hosts, tags={"team": "x", "env": "prod"})] == ["a"]
+    assert [h.name for h in filter_hosts(hosts, name="c")] == ["c"]
+    assert filter_hosts(hosts, name="c", tags={"team": "x"}) == []
+    assert len(filter_hosts(hosts)) == 3
+
+
+def test_memory_store():
+    store = MemoryRecordStore()
+    record = HostRecord(host_id="host-1", name="web")
+    store.put(record)
+    assert store.get("host-1") is record
+    assert store.get("host-2") is None
+    assert store.list() == [record]
