@@ -1,4 +1,8 @@
-"""Volumes through the real modal SDK against an emulator subprocess (no sandboxes needed)."""
+"""Volumes through the real modal SDK against ``modal-emulator serve`` (no sandboxes needed).
+
+The calls are Modal's own documented examples (the ``modal.Volume`` reference and the
+``modal volume`` CLI), run unchanged: the SDK's default client points at the emulator.
+"""
 
 from __future__ import annotations
 
@@ -8,97 +12,16 @@ import os
 import pathlib
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
 
+import modal
 import pytest
+from modal.exception import AlreadyExistsError, NotFoundError
 
-os.environ.setdefault("MODAL_CONFIG_PATH", os.path.join(tempfile.gettempdir(), "modal-emulator-tests-nonexistent.toml"))
+from conftest import EmulatorProcess, point_sdk_at, restore_env
 
-import modal  # noqa: E402
-from modal.exception import NotFoundError  # noqa: E402
+MODAL_CLI = str(pathlib.Path(sys.executable).parent / "modal")
 
-EMULATOR_SRC = pathlib.Path(__file__).resolve().parents[1]
-
-# A server with only the storage RPCs: enough for volumes, mounts and blobs, no root needed.
-_STORAGE_SERVER = r"""
-import asyncio, pathlib, sys
-from grpclib.server import Server
-from modal_proto.api_grpc import ModalClientBase
-from modal_emulator.server import blobs, mounts, volumes
-from modal_emulator.server.core import EmulatorState
-from modal_emulator.server.unimplemented import unimplemented_rpcs
-
-class Servicer(volumes.VolumeRpcs, mounts.MountRpcs, blobs.BlobRpcs, unimplemented_rpcs(ModalClientBase), ModalClientBase):
-    def __init__(self, state):
-        self.state = state
-
-async def main():
-    state = EmulatorState(pathlib.Path(sys.argv[1]))
-    stop_http = await blobs.start_http_server(state)
-    server = Server([Servicer(state)])
-    await server.start("127.0.0.1", 0)
-    port = server._server.sockets[0].getsockname()[1]
-    print(f"MODAL_SERVER_URL=http://127.0.0.1:{port}", flush=True)
-    try:
-        await server.wait_closed()
-    finally:
-        await stop_http()
-
-asyncio.run(main())
-"""
-
-
-@dataclass
-class StorageServer:
-    state_dir: pathlib.Path
-    url: str = ""
-    process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "PYTHONPATH": str(EMULATOR_SRC)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-c", _STORAGE_SERVER, str(self.state_dir)],
-            stdout=subprocess.PIPE,
-            env=env,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline().strip()
-        if not line.startswith("MODAL_SERVER_URL="):
-            self.stop()
-            raise RuntimeError(f"storage server did not start: {line!r}")
-        self.url = line.split("=", 1)[1]
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-
-    def client(self) -> modal.Client:
-        os.environ["MODAL_SERVER_URL"] = self.url
-        return modal.Client.from_credentials("ak-test", "as-test")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorageServer]:
-    srv = StorageServer(tmp_path_factory.mktemp("volume-state"))
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture
-def client(server: StorageServer) -> modal.Client:
-    return server.client()
+pytestmark = pytest.mark.usefixtures("emulator")
 
 
 def read_all(vol: modal.Volume, path: str) -> bytes:
@@ -118,9 +41,9 @@ def pattern(size: int, seed: int = 0) -> bytes:
 
 
 @pytest.mark.parametrize("version", [None, 1, 2])
-def test_upload_list_read_remove(client: modal.Client, tmp_path: pathlib.Path, version: int | None) -> None:
+def test_upload_list_read_remove(tmp_path: pathlib.Path, version: int | None) -> None:
     name = f"vol-basic-{version}"
-    vol = modal.Volume.from_name(name, create_if_missing=True, version=version, client=client)
+    vol = modal.Volume.from_name(name, create_if_missing=True, version=version)
     small = b"hello from a small file\n"
     big = pattern(9 * 1024 * 1024 + 123, seed=1)  # > 4 MiB: blob path (v1); > 8 MiB: two blocks
     local_dir = tmp_path / "tree"
@@ -168,8 +91,8 @@ def test_upload_list_read_remove(client: modal.Client, tmp_path: pathlib.Path, v
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_overwrite_needs_force(client: modal.Client, version: int) -> None:
-    vol = modal.Volume.from_name(f"vol-force-{version}", create_if_missing=True, version=version, client=client)
+def test_overwrite_needs_force(version: int) -> None:
+    vol = modal.Volume.from_name(f"vol-force-{version}", create_if_missing=True, version=version)
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"first"), "f.txt")
     with pytest.raises(FileExistsError):
@@ -182,8 +105,8 @@ def test_overwrite_needs_force(client: modal.Client, version: int) -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_copy_files(client: modal.Client, version: int) -> None:
-    vol = modal.Volume.from_name(f"vol-copy-{version}", create_if_missing=True, version=version, client=client)
+def test_copy_files(version: int) -> None:
+    vol = modal.Volume.from_name(f"vol-copy-{version}", create_if_missing=True, version=version)
     with vol.batch_upload() as batch:
         batch.put_file(io.BytesIO(b"example"), "bar/example.txt")
     vol.copy_files(["bar/example.txt"], "bar2")
@@ -195,60 +118,125 @@ def test_copy_files(client: modal.Client, version: int) -> None:
         assert sorted(e.path for e in vol.listdir("bar3")) == ["bar3/example.txt", "bar3/example2.txt"]
 
 
-def test_versions_and_lookup(client: modal.Client) -> None:
-    modal.Volume.from_name("vol-v2-only", create_if_missing=True, version=2, client=client).hydrate()
+def test_versions_and_lookup(emulator) -> None:
+    modal.Volume.from_name("vol-v2-only", create_if_missing=True, version=2).hydrate()
     with pytest.raises(Exception, match="has version v2"):
-        modal.Volume.from_name("vol-v2-only", version=1, client=client).hydrate()
+        modal.Volume.from_name("vol-v2-only", version=1).hydrate()
     with pytest.raises(NotFoundError):
-        modal.Volume.from_name("vol-never-created", client=client).hydrate()
-    vol = modal.Volume.from_name("vol-v2-only", client=client).hydrate()
-    assert modal.Volume.from_id(vol.object_id, client=client).hydrate().object_id == vol.object_id
+        modal.Volume.from_name("vol-never-created").hydrate()
+    vol = modal.Volume.from_name("vol-v2-only").hydrate()
+    assert modal.Volume.from_id(vol.object_id).hydrate().object_id == vol.object_id
     assert vol.info().name == "vol-v2-only"
 
 
-def test_named_volume_management(client: modal.Client) -> None:
-    modal.Volume.objects.create("vol-managed", client=client)
-    modal.Volume.objects.create("vol-managed", allow_existing=True, client=client)
-    with pytest.raises(modal.exception.AlreadyExistsError):
-        modal.Volume.objects.create("vol-managed", client=client)
-    names = [v.info().name for v in modal.Volume.objects.list(client=client)]
+def test_named_volume_management(emulator) -> None:
+    modal.Volume.objects.create("vol-managed")
+    modal.Volume.objects.create("vol-managed", allow_existing=True)
+    with pytest.raises(AlreadyExistsError):
+        modal.Volume.objects.create("vol-managed")
+    names = [v.info().name for v in modal.Volume.objects.list()]
     assert "vol-managed" in names
-    modal.Volume.objects.delete("vol-managed", client=client)
+    modal.Volume.objects.delete("vol-managed")
     with pytest.raises(NotFoundError):
-        modal.Volume.from_name("vol-managed", client=client).hydrate()
-    modal.Volume.objects.delete("vol-managed", allow_missing=True, client=client)
+        modal.Volume.from_name("vol-managed").hydrate()
+    modal.Volume.objects.delete("vol-managed", allow_missing=True)
 
 
-def test_ephemeral_volume(client: modal.Client) -> None:
-    with modal.Volume.ephemeral(client=client) as vol:
+def test_ephemeral_volume(emulator) -> None:
+    with modal.Volume.ephemeral() as vol:
         assert vol.listdir("/") == []
         with vol.batch_upload() as batch:
             batch.put_file(io.BytesIO(b"temporary"), "/t.txt")
         assert read_all(vol, "t.txt") == b"temporary"
         vol.commit()
         vol.reload()
-    with modal.Volume.ephemeral(client=client, version=2) as vol2:
+    with modal.Volume.ephemeral(version=2) as vol2:
         with vol2.batch_upload() as batch:
             batch.put_file(io.BytesIO(b"v2 temporary"), "/t.txt")
         assert read_all(vol2, "t.txt") == b"v2 temporary"
-    names = [v.info().name for v in modal.Volume.objects.list(client=client)]
+    names = [v.info().name for v in modal.Volume.objects.list()]
     assert None not in names  # ephemeral volumes are not listed
 
 
-def test_persists_across_restart(tmp_path: pathlib.Path) -> None:
-    srv = StorageServer(tmp_path / "state")
-    srv.start()
+def test_reference_examples(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The examples of the ``modal.Volume`` reference, as written there."""
+    (tmp_path / "local-path.txt").write_text("local file\n")
+    (tmp_path / "directory").mkdir()
+    (tmp_path / "directory" / "inner.txt").write_text("inner\n")
+    csv = b"a,b\n" * (1024 * 1024 // 4)
+    monkeypatch.chdir(tmp_path)  # the example names a relative local path
+
+    vol = modal.Volume.from_name("my-modal-volume", create_if_missing=True)
+    with vol.batch_upload() as batch:
+        batch.put_file("local-path.txt", "/remote-path.txt")
+        batch.put_directory(str(tmp_path / "directory"), "/remote/directory")
+        batch.put_file(io.BytesIO(b"some data"), "/foobar")
+        batch.put_file(io.BytesIO(csv), "/1mb.csv")
+
+    vol = modal.Volume.from_name("my-modal-volume")
+    data = b""
+    for chunk in vol.read_file("1mb.csv"):
+        data += chunk
+    assert len(data) == 1024 * 1024
+
+    vol.copy_files(["remote-path.txt"], "bar2")
+    vol.copy_files(["remote/directory/inner.txt"], "remote/example2.txt")
+    assert read_all(vol, "bar2") == b"local file\n"
+    assert read_all(vol, "remote/example2.txt") == b"inner\n"
+    assert read_all(vol, "foobar") == b"some data"
+
+
+def test_cli_round_trip(emulator, tmp_path: pathlib.Path) -> None:
+    """``modal volume`` commands, as a user types them."""
+    local = tmp_path / "hello.txt"
+    local.write_text("hello cli\n")
+
+    def cli(*args: str) -> str:
+        result = subprocess.run(
+            [MODAL_CLI, "volume", *args], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+        )
+        assert result.returncode == 0, f"modal volume {' '.join(args)}: {result.stdout}{result.stderr}"
+        return result.stdout
+
+    cli("create", "cli-volume")
+    cli("put", "cli-volume", str(local), "/dir/")
+    assert cli("ls", "cli-volume", "/dir").split() == ["dir/hello.txt"]
+    assert cli("get", "cli-volume", "/dir/hello.txt", "-").startswith("hello cli")
+    cli("cp", "cli-volume", "/dir/hello.txt", "/copy.txt")
+    cli("get", "cli-volume", "/copy.txt", str(tmp_path / "copy.txt"))
+    assert (tmp_path / "copy.txt").read_text() == "hello cli\n"
+    cli("rm", "cli-volume", "/copy.txt")
+    assert "cli-volume" in cli("list")
+    cli("rename", "-y", "cli-volume", "cli-volume-renamed")
+    cli("delete", "-y", "cli-volume-renamed")
+    with pytest.raises(NotFoundError):
+        modal.Volume.from_name("cli-volume-renamed").hydrate()
+
+
+def test_persists_across_restart(emulator, tmp_path: pathlib.Path) -> None:
+    server = EmulatorProcess(state_dir=tmp_path / "state", log_path=tmp_path / "server.log")
+    previous = None
     try:
-        vol = modal.Volume.from_name("vol-persist", create_if_missing=True, version=2, client=srv.client())
+        server.start()
+        previous = point_sdk_at(server.url, tmp_path / "config")
+        vol = modal.Volume.from_name("vol-persist", create_if_missing=True, version=2)
         big = pattern(5 * 1024 * 1024, seed=7)
         with vol.batch_upload() as batch:
             batch.put_file(io.BytesIO(big), "/keep/big.bin")
+        v1 = modal.Volume.from_name("vol-persist-v1", create_if_missing=True, version=1)
+        with v1.batch_upload() as batch:
+            batch.put_file(io.BytesIO(b"v1 content"), "/keep.txt")
         volume_id = vol.object_id
-        srv.stop()
-        srv.start()
-        again = modal.Volume.from_name("vol-persist", client=srv.client()).hydrate()
+        assert server.stop() == 0
+
+        server.start()
+        point_sdk_at(server.url, tmp_path / "config")
+        again = modal.Volume.from_name("vol-persist").hydrate()
         assert again.object_id == volume_id
         assert [e.path for e in again.listdir("keep")] == ["keep/big.bin"]
         assert read_all(again, "keep/big.bin") == big
+        assert read_all(modal.Volume.from_name("vol-persist-v1"), "keep.txt") == b"v1 content"
     finally:
-        srv.stop()
+        if previous is not None:
+            restore_env(previous)
+        server.stop()

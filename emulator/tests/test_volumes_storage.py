@@ -146,7 +146,33 @@ def test_copy_follows_cp(tree: VolumeTree) -> None:
 def test_block_ranges_match_the_sdk_split() -> None:
     from modal.volume import _expected_block_lengths
 
-    for start, length in [(0, 0), (0, 1), (0, BLOCK_SIZE), (0, BLOCK_SIZE + 1), (5, 3 * BLOCK_SIZE), (BLOCK_SIZE - 1, 2)]:
+    for start, length in [
+        (0, 0),
+        (0, 1),
+        (0, BLOCK_SIZE),
+        (0, BLOCK_SIZE + 1),
+        (5, 3 * BLOCK_SIZE),
+        (BLOCK_SIZE - 1, 2),
+    ]:
         ranges = block_ranges(start, length)
         assert [n for _, n in ranges] == _expected_block_lengths(start, length, len(ranges))
         assert sum(n for _, n in ranges) == length
+
+
+def test_partial_writes_are_cleared(tmp_path: pathlib.Path) -> None:
+    from modal_emulator.storage.layout import StorageLayout
+
+    layout = StorageLayout(tmp_path / "data")
+    kept = layout.content.add_bytes(b"complete")
+    pending = layout.content.pending()
+    pending.write(b"half")  # a process stopped here
+    (layout.volume_tmp_dir / "upload-x").write_bytes(b"half a file")
+    (layout.blobs_dir / ".upload-y").write_bytes(b"half a blob")
+    layout.create_volume_dir("vo-abc")
+    StorageLayout(tmp_path / "data").clear_partial_writes()
+    assert list(layout.content.tmp_dir.iterdir()) == []
+    assert list(layout.volume_tmp_dir.iterdir()) == []
+    assert list(layout.blobs_dir.iterdir()) == []
+    assert layout.content.has(kept) and layout.volume_dir("vo-abc").is_dir()
+    with pytest.raises(ValueError):
+        layout.volume_dir("../escape")

@@ -9,8 +9,8 @@ module: modal_sandbox
 short_description: Create, tag, rename and destroy Modal sandboxes as SSH hosts
 version_added: 0.1.0
 description:
-  - Manages a I(host): a Modal sandbox that runs C(sshd) and is reachable over SSH as C(root), with a key pair and
-    a pinned host key generated on the controller (no trust on first use).
+  - Manages a I(host), that is a Modal sandbox that runs C(sshd) and is reachable over SSH as C(root), with a key
+    pair and a pinned host key generated on the controller (no trust on first use).
   - Hosts are identified by O(name) within the Modal app O(app). Running the module twice with the same arguments
     changes nothing the second time.
   - Each host keeps a record on the app's state volume C(<app>-state) (C(hosts/<host_id>.json)) with its name, user
@@ -19,7 +19,7 @@ description:
     spec a running host was created with, the module reports the difference in the diff and as a warning, and
     changes nothing. To apply a new spec, destroy the host (O(state=absent)) and create it again.
   - This module talks to Modal and writes keys under O(key_dir) on the machine it runs on. Run it on the
-    controller (C(delegate_to: localhost), or a play with C(hosts: localhost) and C(connection: local)).
+    controller (C(delegate_to=localhost), or a play on C(localhost) with C(connection=local)).
 extends_documentation_fragment:
   - mngr.modal.modal
   - mngr.modal.modal.attributes
@@ -49,7 +49,7 @@ options:
     default: present
   build_args:
     description:
-      - Build arguments in any of three forms, which may be mixed: C(key=value), C(--key=value) (C(--flag) for a
+      - Build arguments in any of three forms, which may be mixed. C(key=value), C(--key=value) (C(--flag) for a
         boolean), or one bulk string split like a shell splits words, for example V(gpu=h100 cpu=2 memory=8).
       - Accepted keys are C(gpu), C(cpu), C(memory), C(image), C(dockerfile), C(context-dir), C(docker-build-arg)
         (repeatable C(NAME=VALUE)), C(timeout), C(region), C(secret) (repeatable), C(cidr-allowlist) (repeatable),
@@ -78,7 +78,7 @@ options:
       - Path on the controller of a Dockerfile to build the image from. Each instruction becomes one cached image
         layer on top of the image of its C(FROM) line.
       - Multi-stage Dockerfiles (more than one C(FROM), or C(COPY --from)) are refused. C(CMD) and C(ENTRYPOINT) are
-        ignored with a warning: the host's processes are C(sshd) and what you run over SSH.
+        ignored with a warning, because the host's processes are C(sshd) and what you run over SSH.
     type: path
   context_dir:
     description:
@@ -126,7 +126,7 @@ options:
     type: dict
   tags:
     description:
-      - User tags of the host, as C(key: value). Kept apart from the host's identity tags (stored on the sandbox as
+      - User tags of the host, as a dictionary. Kept apart from the host's identity tags (stored on the sandbox as
         C(mngr_user_<key>)).
       - When not set, the host's tags are left alone.
       - At most 7 tags (a Modal sandbox holds 10 tags and 3 carry the host's identity); keys use letters, digits,
@@ -171,7 +171,7 @@ notes:
 seealso:
   - module: mngr.modal.modal_sandbox_info
 author:
-  - mngr.modal authors
+  - The mngr.modal authors (@mngr-modal)
 """
 
 EXAMPLES = r"""
@@ -235,7 +235,7 @@ EXAMPLES = r"""
 RETURN = r"""
 modal_sandbox:
   description:
-    - The host after the module ran (in check mode: as it would be). For O(state=absent), the host that was removed,
+    - The host after the module ran (in check mode, as it would be). For O(state=absent), the host that was removed,
       or just its name when there was none.
   returned: always
   type: dict
@@ -267,7 +267,7 @@ modal_sandbox:
     spec:
       description: The build spec the host was created with (keys as in O(build_args), normalized).
       type: dict
-      sample: {cpu: 2.0, memory: 8.0, gpu: H100, image: debian:bookworm-slim, timeout: 900}
+      sample: {cpu: 2.0, memory: 8.0, gpu: H100, image: "debian:bookworm-slim", timeout: 900}
     ssh:
       description: How to reach the host.
       type: dict
@@ -286,11 +286,11 @@ modal_sandbox:
           sample: root
         private_key_file:
           description: Client private key on the controller.
-          type: path
+          type: str
           sample: /home/me/.mngr-modal/keys/trainer/id_ed25519
         known_hosts_file:
           description: The host's pinned known_hosts file on the controller.
-          type: path
+          type: str
           sample: /home/me/.mngr-modal/keys/trainer/known_hosts
         common_args:
           description: Value for C(ansible_ssh_common_args) that enforces the pinned host key.
@@ -734,6 +734,8 @@ class ModalSandboxModule:
         after_host = Host(host.host_id, name, desired_tags, record=host.record, sandbox=host.sandbox,
                           ssh_endpoint=host.ssh_endpoint)
         after = self.describe(after_host)
+        # The diff shows the requested spec, so a spec the running sandbox cannot take is visible there too.
+        after["spec"] = {key: self.spec.get(key) for key in self.given_spec_keys}
         self.diff["after"] = after
         if self.check_mode or not self.changed:
             return self._finish_existing(after_host, folder)

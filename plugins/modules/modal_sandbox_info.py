@@ -13,8 +13,8 @@ description:
     O(name) or those carrying every tag of O(tags).
   - Running hosts (a live sandbox) have state V(running) and their SSH endpoint; hosts kept without a live sandbox
     (for a later start) have state V(stopped). Destroyed hosts are not listed.
-  - Reads only: creates neither the app nor its state volume when they do not exist (the list is then empty).
-  - Run it on the controller (C(delegate_to: localhost)), where the hosts' key folders are.
+  - Reads only, and creates neither the app nor its state volume when they do not exist (the list is then empty).
+  - Run it on the controller (C(delegate_to=localhost)), where the hosts' key folders are.
 extends_documentation_fragment:
   - mngr.modal.modal
   - mngr.modal.modal.attributes
@@ -26,10 +26,10 @@ options:
     type: str
   tags:
     description:
-      - Only hosts whose user tags include every C(key: value) given here.
+      - Only hosts whose user tags include every key and value given here.
     type: dict
 author:
-  - mngr.modal authors
+  - The mngr.modal authors (@mngr-modal)
 seealso:
   - module: mngr.modal.modal_sandbox
 """
@@ -111,10 +111,10 @@ modal_sandbox_info:
           type: str
         private_key_file:
           description: Client private key on the controller.
-          type: path
+          type: str
         known_hosts_file:
           description: Pinned known_hosts file on the controller.
-          type: path
+          type: str
         common_args:
           description: Value for C(ansible_ssh_common_args) enforcing the pinned host key.
           type: str

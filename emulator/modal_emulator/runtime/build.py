@@ -56,7 +56,7 @@ async def run_build_step(store: Store, lower_layers: list[str], layer_id: str, c
     )
     try:
         try:
-            launched = await launch(plan, 'exec /bin/sh -c "$1"', [command], ["--mount", "--pid"], full_env,
+            launched = await launch(plan, '/bin/sh -c "$1"', [command], ["--mount", "--pid"], full_env,
                                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                                     stderr=asyncio.subprocess.STDOUT)
         except RuntimeError as exc:

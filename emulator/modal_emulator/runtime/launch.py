@@ -32,14 +32,14 @@ class Launched:
     init_pid: int                       # host pid of the namespace's init (the payload, PID 1 inside)
 
 
-async def launch(plan: RootfsPlan, payload: str, args: list[str], namespaces: list[str],
+async def launch(plan: RootfsPlan, payload_argv: str, args: list[str], namespaces: list[str],
                  env: dict[str, str], **stdio: Any) -> Launched:
     """Spawn the tree above and wait until the payload runs; RuntimeError (nothing left) on failure."""
     read_fd, write_fd = os.pipe()
     plan.status_fd = write_fd
     argv = [tool("setpriv"), "--pdeathsig", "KILL", "--",
             tool("unshare"), *namespaces, "--fork", "--kill-child", "--",
-            tool("bash"), "-p", "-c", setup_script(plan, payload), "bash", *args]
+            tool("bash"), "-p", "-c", setup_script(plan, payload_argv), "bash", *args]
     try:
         process = await asyncio.create_subprocess_exec(
             *argv, env=env, pass_fds=(write_fd,), start_new_session=True, **stdio)

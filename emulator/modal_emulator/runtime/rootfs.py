@@ -17,7 +17,7 @@ never sees a sandbox's mounts. Setup diagnostics go to the status pipe (not to t
 so a failure is reported by ``start`` as a clear error.
 
 Variables the script needs are baked in with ``shlex.quote``; the payload's environment is the process
-environment itself (never on a command line), and the script unsets what bash adds (PWD, OLDPWD, SHLVL).
+environment itself (never on a command line), minus what bash adds to it (PWD, OLDPWD, SHLVL).
 """
 
 from __future__ import annotations
@@ -68,11 +68,13 @@ def _lowerdir(plan: RootfsPlan) -> str:
     return ":".join([*reversed(plan.lower_layers), "/"])
 
 
-def setup_script(plan: RootfsPlan, payload: str) -> str:
-    """The bash script; `payload` is the last line (e.g. ``exec -- "$@"``)."""
+def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
+    """The bash script; it finally execs `payload_argv` (shell words, e.g. ``"$@"``) through ``env``."""
     q = shlex.quote
-    mount, mkdir, mknod, ln = tool("mount"), tool("mkdir"), tool("mknod"), tool("ln")
-    umount, rmdir, pivot_root = tool("umount"), tool("rmdir"), tool("pivot_root")
+    # -n: never record these mounts in a utab (which would land in the host's /run before pivot_root).
+    mount, umount = f"{tool('mount')} -n", f"{tool('umount')} -n"
+    mkdir, mknod, ln = tool("mkdir"), tool("mknod"), tool("ln")
+    rmdir, pivot_root = tool("rmdir"), tool("pivot_root")
     merged = q(str(plan.merged))
     fd = plan.status_fd
     options = f"lowerdir={_lowerdir(plan)},upperdir={plan.upper},workdir={plan.work},{_OVERLAY_OPTIONS}"
@@ -132,10 +134,9 @@ def setup_script(plan: RootfsPlan, payload: str) -> str:
     lines += [
         f"printf 'READY %s\\n' \"${{emu_stat%% *}}\" >&{fd}",
         f"exec 2>&$emu_stderr {{emu_stderr}}>&- {fd}>&-",
-        "unset emu_stat emu_stderr",
     ]
+    # bash's own exec would export SHLVL: `env -u` drops what bash added and the payload did not ask for.
     dropped = [name for name in _BASH_ADDED_VARS if name not in plan.payload_env_names]
-    if dropped:
-        lines.append("unset " + " ".join(dropped))
-    lines.append(payload)
+    unsets = " ".join(f"-u {name}" for name in dropped)
+    lines.append(f"exec {tool('env')} {unsets} -- {payload_argv}")
     return "\n".join(lines) + "\n"

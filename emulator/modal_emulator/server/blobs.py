@@ -192,9 +192,7 @@ def _routes(state: EmulatorState) -> list[web.RouteDef]:
 
     async def put_block(request: web.Request) -> web.Response:
         sha256_hex = request.match_info["sha256"].lower()
-        if not is_sha256_hex(sha256_hex) or not context.verify(
-            f"block:{sha256_hex}", request.query.get("sig", "")
-        ):
+        if not is_sha256_hex(sha256_hex) or not context.verify(f"block:{sha256_hex}", request.query.get("sig", "")):
             raise web.HTTPForbidden(text="bad block URL")
         with layout.content.pending() as pending:
             await _receive_body(request, pending.write)
@@ -233,11 +231,16 @@ def _routes(state: EmulatorState) -> list[web.RouteDef]:
     ]
 
 
-async def start_http_server(state: EmulatorState, host: str = "127.0.0.1", port: int = 0) -> Callable[[], Awaitable[None]]:
+async def start_http_server(
+    state: EmulatorState, host: str = "127.0.0.1", port: int = 0
+) -> Callable[[], Awaitable[None]]:
     """Serve blob and volume-block HTTP on ``host`` (loopback); sets ``state.http_base_url``.
+
+    Called once at startup, before RPCs are served: it also drops partial writes of an earlier run.
 
     Returns a coroutine function that stops the server.
     """
+    await asyncio.to_thread(storage(state).layout.clear_partial_writes)
     app = web.Application()
     app.add_routes(_routes(state))
     runner = web.AppRunner(app, access_log=None)

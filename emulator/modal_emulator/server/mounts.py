@@ -192,11 +192,13 @@ class MountRpcs:
                     names.put(key, row)
             if row is None:
                 self.state.abort(Status.NOT_FOUND, f"Mount '{name}' not found")
-            await self._respond(stream, row["mount_id"], row["checksum"])
+            await self._mount_respond(stream, row["mount_id"], row["checksum"])
             return
 
-        if name and key in names and (
-            request.object_creation_type == api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS
+        if (
+            name
+            and key in names
+            and (request.object_creation_type == api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS)
         ):
             self.state.abort(Status.ALREADY_EXISTS, f"Mount '{name}' already exists")
         content = storage(self.state).layout.content
@@ -213,10 +215,10 @@ class MountRpcs:
             self.state.abort(Status.INVALID_ARGUMENT, str(exc))
         if name:
             names.put(key, {"mount_id": mount_id, "checksum": checksum, "created_at": time.time()})
-        await self._respond(stream, mount_id, checksum)
+        await self._mount_respond(stream, mount_id, checksum)
 
     @staticmethod
-    async def _respond(stream, mount_id: str, checksum: str) -> None:
+    async def _mount_respond(stream, mount_id: str, checksum: str) -> None:
         await stream.send_message(
             api_pb2.MountGetOrCreateResponse(
                 mount_id=mount_id,

@@ -127,28 +127,28 @@ class VolumeRpcs:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _volumes(self):
+    def _vol_volumes(self):
         return self.state.table("volumes")
 
-    def _row(self, volume_id: str) -> dict[str, Any]:
-        row = self._volumes().get(volume_id)
+    def _vol_row(self, volume_id: str) -> dict[str, Any]:
+        row = self._vol_volumes().get(volume_id)
         if row is None:
             self.state.abort(Status.NOT_FOUND, f"Volume {volume_id} not found")
         return row
 
-    def _tree(self, volume_id: str) -> VolumeTree:
-        self._row(volume_id)
+    def _vol_tree(self, volume_id: str) -> VolumeTree:
+        self._vol_row(volume_id)
         layout = storage(self.state).layout
         layout.create_volume_dir(volume_id)
         return layout.volume_tree(volume_id)
 
-    def _find_named(self, environment: str, name: str) -> dict[str, Any] | None:
-        for row in self._volumes().values():
+    def _vol_find_named(self, environment: str, name: str) -> dict[str, Any] | None:
+        for row in self._vol_volumes().values():
             if row.get("name") == name and row["environment"] == environment:
                 return row
         return None
 
-    def _create(self, *, name: str, environment: str, version: int, ephemeral: bool) -> dict[str, Any]:
+    def _vol_create(self, *, name: str, environment: str, version: int, ephemeral: bool) -> dict[str, Any]:
         volume_id = self.state.new_id("vo")
         now = time.time()
         row = {
@@ -161,21 +161,21 @@ class VolumeRpcs:
             "heartbeat_at": now,
         }
         storage(self.state).layout.create_volume_dir(volume_id)
-        self._volumes().put(volume_id, row)
+        self._vol_volumes().put(volume_id, row)
         return row
 
-    async def _delete(self, volume_id: str) -> None:
-        self._volumes().delete(volume_id)
+    async def _vol_delete(self, volume_id: str) -> None:
+        self._vol_volumes().delete(volume_id)
         directory = storage(self.state).layout.volume_dir(volume_id)
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
-    async def _expire_ephemeral(self) -> None:
+    async def _vol_expire_ephemeral(self) -> None:
         deadline = time.time() - EPHEMERAL_TTL_SECONDS
-        for row in self._volumes().values():
+        for row in self._vol_volumes().values():
             if row.get("ephemeral") and row.get("heartbeat_at", 0) < deadline:
-                await self._delete(row["volume_id"])
+                await self._vol_delete(row["volume_id"])
 
-    async def _run_tree_op(self, volume_id: str, fn, *args, writing: bool = False):
+    async def _vol_run_tree_op(self, volume_id: str, fn, *args, writing: bool = False):
         """Run a blocking tree operation in a thread, mapping path errors to gRPC statuses."""
         try:
             return await asyncio.to_thread(fn, *args)
@@ -186,45 +186,48 @@ class VolumeRpcs:
 
     async def VolumeGetOrCreate(self, stream) -> None:
         request: api_pb2.VolumeGetOrCreateRequest = await stream.recv_message()
-        await self._expire_ephemeral()
+        await self._vol_expire_ephemeral()
         environment = _environment(request.environment_name)
         creation = request.object_creation_type
         if creation == api_pb2.OBJECT_CREATION_TYPE_EPHEMERAL:
-            row = self._create(name="", environment=environment, version=request.version, ephemeral=True)
+            row = self._vol_create(name="", environment=environment, version=request.version, ephemeral=True)
         elif creation == api_pb2.OBJECT_CREATION_TYPE_ANONYMOUS_OWNED_BY_APP:
-            row = self._create(name="", environment=environment, version=request.version, ephemeral=False)
+            row = self._vol_create(name="", environment=environment, version=request.version, ephemeral=False)
         else:
             name = request.deployment_name
             if not name:
                 self.state.abort(Status.INVALID_ARGUMENT, "a volume name is required")
-            row = self._find_named(environment, name)
+            row = self._vol_find_named(environment, name)
             if row is not None and creation == api_pb2.OBJECT_CREATION_TYPE_CREATE_FAIL_IF_EXISTS:
                 self.state.abort(Status.ALREADY_EXISTS, f"Volume '{name}' already exists")
             if row is not None and creation == api_pb2.OBJECT_CREATION_TYPE_CREATE_OVERWRITE_IF_EXISTS:
-                await self._delete(row["volume_id"])
+                await self._vol_delete(row["volume_id"])
                 row = None
             if row is None:
                 if creation == api_pb2.OBJECT_CREATION_TYPE_UNSPECIFIED:
                     self.state.abort(Status.NOT_FOUND, f"Volume '{name}' not found in environment '{environment}'")
-                row = self._create(name=name, environment=environment, version=request.version, ephemeral=False)
+                row = self._vol_create(name=name, environment=environment, version=request.version, ephemeral=False)
         await stream.send_message(
-            api_pb2.VolumeGetOrCreateResponse(volume_id=row["volume_id"], version=row["version"], metadata=_metadata(row))
+            api_pb2.VolumeGetOrCreateResponse(
+                volume_id=row["volume_id"], version=row["version"], metadata=_metadata(row)
+            )
         )
 
     async def VolumeGetById(self, stream) -> None:
         request: api_pb2.VolumeGetByIdRequest = await stream.recv_message()
-        row = self._row(request.volume_id)
+        row = self._vol_row(request.volume_id)
         await stream.send_message(api_pb2.VolumeGetByIdResponse(volume_id=row["volume_id"], metadata=_metadata(row)))
 
     async def VolumeList(self, stream) -> None:
         request: api_pb2.VolumeListRequest = await stream.recv_message()
-        await self._expire_ephemeral()
+        await self._vol_expire_ephemeral()
         environment = _environment(request.environment_name)
         created_before = request.pagination.created_before
         rows = [
             row
-            for row in self._volumes().values()
-            if row.get("name") and row["environment"] == environment
+            for row in self._vol_volumes().values()
+            if row.get("name")
+            and row["environment"] == environment
             and (not created_before or row["created_at"] < created_before)
         ]
         rows.sort(key=lambda r: r["created_at"], reverse=True)
@@ -240,43 +243,43 @@ class VolumeRpcs:
 
     async def VolumeDelete(self, stream) -> None:
         request: api_pb2.VolumeDeleteRequest = await stream.recv_message()
-        self._row(request.volume_id)
+        self._vol_row(request.volume_id)
         async with storage(self.state).lock(request.volume_id):
-            await self._delete(request.volume_id)
+            await self._vol_delete(request.volume_id)
         await stream.send_message(Empty())
 
     async def VolumeRename(self, stream) -> None:
         request: api_pb2.VolumeRenameRequest = await stream.recv_message()
-        row = self._row(request.volume_id)
+        row = self._vol_row(request.volume_id)
         if not request.name:
             self.state.abort(Status.INVALID_ARGUMENT, "a volume name is required")
-        other = self._find_named(row["environment"], request.name)
+        other = self._vol_find_named(row["environment"], request.name)
         if other is not None and other["volume_id"] != row["volume_id"]:
             self.state.abort(Status.ALREADY_EXISTS, f"Volume '{request.name}' already exists")
-        self._volumes().put(row["volume_id"], {**row, "name": request.name})
+        self._vol_volumes().put(row["volume_id"], {**row, "name": request.name})
         await stream.send_message(Empty())
 
     async def VolumeHeartbeat(self, stream) -> None:
         request: api_pb2.VolumeHeartbeatRequest = await stream.recv_message()
-        row = self._row(request.volume_id)
-        self._volumes().put(row["volume_id"], {**row, "heartbeat_at": time.time()})
+        row = self._vol_row(request.volume_id)
+        self._vol_volumes().put(row["volume_id"], {**row, "heartbeat_at": time.time()})
         await stream.send_message(Empty())
 
     async def VolumeCommit(self, stream) -> None:
         request: api_pb2.VolumeCommitRequest = await stream.recv_message()
-        self._row(request.volume_id)  # writes are already visible everywhere (see module docstring)
+        self._vol_row(request.volume_id)  # writes are already visible everywhere (see module docstring)
         await stream.send_message(api_pb2.VolumeCommitResponse(skip_reload=False))
 
     async def VolumeReload(self, stream) -> None:
         request: api_pb2.VolumeReloadRequest = await stream.recv_message()
-        self._row(request.volume_id)
+        self._vol_row(request.volume_id)
         await stream.send_message(Empty())
 
     # --- uploads ----------------------------------------------------------------------------
 
     async def VolumePutFiles(self, stream) -> None:
         request: api_pb2.VolumePutFilesRequest = await stream.recv_message()
-        tree = self._tree(request.volume_id)
+        tree = self._vol_tree(request.volume_id)
         content = storage(self.state).layout.content
         overwrite = not request.disallow_overwrite_existing_files
         for f in request.files:
@@ -292,12 +295,12 @@ class VolumeRpcs:
                 tree.write_file(f.filename, lambda tmp, src=source: shutil.copyfile(src, tmp), mode, overwrite)
 
         async with storage(self.state).lock(request.volume_id):
-            await self._run_tree_op(request.volume_id, write_all, writing=True)
+            await self._vol_run_tree_op(request.volume_id, write_all, writing=True)
         await stream.send_message(Empty())
 
     async def VolumePutFiles2(self, stream) -> None:
         request: api_pb2.VolumePutFiles2Request = await stream.recv_message()
-        tree = self._tree(request.volume_id)
+        tree = self._vol_tree(request.volume_id)
         content = storage(self.state).layout.content
         overwrite = not request.disallow_overwrite_existing_files
         missing: list[api_pb2.VolumePutFiles2Response.MissingBlock] = []
@@ -311,7 +314,9 @@ class VolumeRpcs:
                 if not content.has(sha256_hex):
                     missing.append(
                         api_pb2.VolumePutFiles2Response.MissingBlock(
-                            file_index=file_index, block_index=block_index, put_url=block_put_url(self.state, sha256_hex)
+                            file_index=file_index,
+                            block_index=block_index,
+                            put_url=block_put_url(self.state, sha256_hex),
                         )
                     )
 
@@ -330,18 +335,18 @@ class VolumeRpcs:
 
         async with storage(self.state).lock(request.volume_id):
             if missing:
-                await self._run_tree_op(request.volume_id, check_all, writing=True)
+                await self._vol_run_tree_op(request.volume_id, check_all, writing=True)
             else:
-                await self._run_tree_op(request.volume_id, write_all, writing=True)
+                await self._vol_run_tree_op(request.volume_id, write_all, writing=True)
         await stream.send_message(api_pb2.VolumePutFiles2Response(missing_blocks=missing))
 
     # --- listing, reading -------------------------------------------------------------------
 
-    async def _list(self, stream, response_type) -> None:
+    async def _vol_list(self, stream, response_type) -> None:
         request = await stream.recv_message()
-        tree = self._tree(request.volume_id)
+        tree = self._vol_tree(request.volume_id)
         max_entries = request.max_entries if request.HasField("max_entries") else None
-        entries = await self._run_tree_op(
+        entries = await self._vol_run_tree_op(
             request.volume_id, lambda: list(tree.list(request.path, request.recursive, max_entries))
         )
         for start in range(0, len(entries), _LIST_BATCH):
@@ -352,12 +357,12 @@ class VolumeRpcs:
             await stream.send_message(response_type(entries=batch))
 
     async def VolumeListFiles(self, stream) -> None:
-        await self._list(stream, api_pb2.VolumeListFilesResponse)
+        await self._vol_list(stream, api_pb2.VolumeListFilesResponse)
 
     async def VolumeListFiles2(self, stream) -> None:
-        await self._list(stream, api_pb2.VolumeListFiles2Response)
+        await self._vol_list(stream, api_pb2.VolumeListFiles2Response)
 
-    def _read_range(self, size: int, start: int, length: int) -> tuple[int, int]:
+    def _vol_read_range(self, size: int, start: int, length: int) -> tuple[int, int]:
         if start > size:
             self.state.abort(Status.OUT_OF_RANGE, f"start {start} is past the end of the file ({size} bytes)")
         available = size - start
@@ -365,9 +370,9 @@ class VolumeRpcs:
 
     async def VolumeGetFile2(self, stream) -> None:
         request: api_pb2.VolumeGetFile2Request = await stream.recv_message()
-        tree = self._tree(request.volume_id)
-        size = await self._run_tree_op(request.volume_id, tree.file_size, request.path)
-        start, length = self._read_range(size, request.start, request.len)
+        tree = self._vol_tree(request.volume_id)
+        size = await self._vol_run_tree_op(request.volume_id, tree.file_size, request.path)
+        start, length = self._vol_read_range(size, request.start, request.len)
         urls = [
             volume_range_url(self.state, request.volume_id, request.path, block_start, block_len)
             for block_start, block_len in block_ranges(start, length)
@@ -376,10 +381,10 @@ class VolumeRpcs:
 
     async def VolumeGetFile(self, stream) -> None:
         request: api_pb2.VolumeGetFileRequest = await stream.recv_message()
-        tree = self._tree(request.volume_id)
-        size = await self._run_tree_op(request.volume_id, tree.file_size, request.path)
-        start, length = self._read_range(size, request.start, request.len)
-        data = await self._run_tree_op(request.volume_id, tree.read_range, request.path, start, length)
+        tree = self._vol_tree(request.volume_id)
+        size = await self._vol_run_tree_op(request.volume_id, tree.file_size, request.path)
+        start, length = self._vol_read_range(size, request.start, request.len)
+        data = await self._vol_run_tree_op(request.volume_id, tree.read_range, request.path, start, length)
         response = api_pb2.VolumeGetFileResponse(size=size, start=start, len=len(data))
         if len(data) <= _INLINE_READ_LIMIT:
             response.data = data
@@ -392,33 +397,33 @@ class VolumeRpcs:
 
     # --- removing, copying ------------------------------------------------------------------
 
-    async def _remove(self, stream) -> None:
+    async def _vol_remove(self, stream) -> None:
         request = await stream.recv_message()
-        tree = self._tree(request.volume_id)
+        tree = self._vol_tree(request.volume_id)
         async with storage(self.state).lock(request.volume_id):
-            await self._run_tree_op(request.volume_id, tree.remove, request.path, request.recursive)
+            await self._vol_run_tree_op(request.volume_id, tree.remove, request.path, request.recursive)
         await stream.send_message(Empty())
 
     async def VolumeRemoveFile(self, stream) -> None:
-        await self._remove(stream)
+        await self._vol_remove(stream)
 
     async def VolumeRemoveFile2(self, stream) -> None:
-        await self._remove(stream)
+        await self._vol_remove(stream)
 
-    async def _copy(self, stream) -> None:
+    async def _vol_copy(self, stream) -> None:
         request = await stream.recv_message()
-        tree = self._tree(request.volume_id)
+        tree = self._vol_tree(request.volume_id)
         async with storage(self.state).lock(request.volume_id):
-            await self._run_tree_op(
+            await self._vol_run_tree_op(
                 request.volume_id, tree.copy, list(request.src_paths), request.dst_path, request.recursive, writing=True
             )
         await stream.send_message(Empty())
 
     async def VolumeCopyFiles(self, stream) -> None:
-        await self._copy(stream)
+        await self._vol_copy(stream)
 
     async def VolumeCopyFiles2(self, stream) -> None:
-        await self._copy(stream)
+        await self._vol_copy(stream)
 
 
 __all__ = ["VolumeRpcs", "volume_bind", "volume_host_dir", "volume_host_path", "EPHEMERAL_TTL_SECONDS"]

@@ -7,4 +7,5 @@ be bind-mounted into sandboxes.
 
 - :mod:`.content_store`: files addressed by the SHA-256 of their bytes (uploaded files, volume blocks).
 - :mod:`.volume_tree`: one volume's directory tree, with path checks and Modal's listing format.
+- :mod:`.layout`: where each of these lives under the state dir.
 """

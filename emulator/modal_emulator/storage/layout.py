@@ -8,6 +8,11 @@
     <state_dir>/data/volumes/<volume id>/       one volume's files (bind-mounted into sandboxes)
     <state_dir>/data/volumes/.tmp/              partial writes, renamed into a volume when complete
 
+The content store is never pruned: the SDK skips uploading content whose hash the server reports
+as present, so forgetting content would need reference tracking (mount manifests, in-flight
+uploads); deleting the state dir is how to reclaim it. Volume files are copies, not links into the
+store, because sandboxes write to them in place.
+
 All on the ordinary filesystem, not in the runtime's loop-mounted image store: a bind mount has
 no overlayfs nesting restriction, and renames from ``.tmp`` into a volume stay on one filesystem.
 """
@@ -43,6 +48,14 @@ class StorageLayout:
         self.volume_tmp_dir = self.volumes_dir / ".tmp"
         for path in (self.blobs_dir, self.mounts_dir, self.volume_tmp_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+    def clear_partial_writes(self) -> None:
+        """Drop half-written files left by a process that stopped mid-upload (call before serving)."""
+        for directory in (self.content.tmp_dir, self.volume_tmp_dir):
+            for leftover in directory.iterdir():
+                leftover.unlink(missing_ok=True)
+        for leftover in self.blobs_dir.glob(".upload-*"):
+            leftover.unlink(missing_ok=True)
 
     def blob_path(self, blob_id: str) -> pathlib.Path:
         return self.blobs_dir / check_object_id(blob_id)

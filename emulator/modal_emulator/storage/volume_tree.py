@@ -227,9 +227,7 @@ class VolumeTree:
             elif not overwrite:
                 raise VolumeFileExists(f"{shown} already exists")
 
-    def write_file(
-        self, path: str, fill: Callable[[pathlib.Path], None], mode: int | None, overwrite: bool
-    ) -> None:
+    def write_file(self, path: str, fill: Callable[[pathlib.Path], None], mode: int | None, overwrite: bool) -> None:
         """Create or replace a file; ``fill(tmp_path)`` writes its content into a temporary file."""
         self.check_can_write(path, overwrite)
         host, _ = self.host_path(path, create_parents=True)

@@ -1,0 +1,55 @@
+"""Start and stop a modal-emulator for a benchmark, and point the modal SDK at it."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+EMULATOR = pathlib.Path(sys.executable).with_name("modal-emulator")
+
+
+@contextlib.contextmanager
+def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None) -> Iterator[str]:
+    """Yield the MODAL_SERVER_URL of a fresh emulator; stop it (SIGTERM) afterwards, whatever happens."""
+    with contextlib.ExitStack() as stack:
+        if state_dir is None:
+            state_dir = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-state-")))
+        ready = state_dir / "ready"
+        log = open(state_dir.parent / f"{state_dir.name}.log", "w")  # noqa: SIM115 - closed by the stack
+        stack.callback(log.close)
+        proc = subprocess.Popen(
+            [str(EMULATOR), "serve", "--port", "0", "--state-dir", str(state_dir), "--ready-file", str(ready), *serve_args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not (ready.exists() and ready.read_text().strip()):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"modal-emulator did not start; see {log.name}")
+                time.sleep(0.05)
+            yield ready.read_text().strip().split("=", 1)[1]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def sdk_environment(server_url: str, home: pathlib.Path) -> dict[str, str]:
+    """Environment for a process using the SDK against the emulator, isolated from the user's config."""
+    return {
+        "MODAL_SERVER_URL": server_url,
+        "MODAL_TOKEN_ID": "ak-bench",
+        "MODAL_TOKEN_SECRET": "as-bench",
+        "MODAL_CONFIG_PATH": str(home / "modal.toml"),
+    }

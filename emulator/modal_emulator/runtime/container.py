@@ -1,0 +1,290 @@
+"""Sandboxes as Linux containers: overlay root, namespaces, entrypoint, execs, tunnels, snapshots.
+
+A sandbox is:
+
+- an overlay root: ``<store>/sandboxes/<id>/upper`` over the image layers, the mask and the host root;
+- mount, PID, UTS, IPC and network namespaces (loopback only, brought up), with its own /proc, /sys,
+  /dev (+ a private devpts for PTYs), /dev/shm and /run (see :mod:`rootfs`);
+- its entrypoint as the namespace's init (PID 1), with stdin/stdout/stderr pipes to the server;
+- two processes on the host per idle sandbox: the small ``unshare`` parent and the entrypoint itself;
+- execs entered with ``nsenter`` into the same namespaces and root, after joining the sandbox's cgroups;
+- one loopback TCP listener per port, relayed into the namespace (see :mod:`tunnels`);
+- a pid file so another process can kill it (see :mod:`pidfiles`).
+
+When the init dies, the kernel kills everything else in its PID namespace and the namespace's mounts
+go with it; ``terminate`` then only has host-side state to clean: tunnels, pid file, cgroups, upper dir.
+
+This is a test double, not a security boundary: processes run as root on the host kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import pathlib
+import shlex
+import shutil
+import struct
+from dataclasses import dataclass, field
+
+from modal_emulator.runtime import cgroups, pidfiles
+from modal_emulator.runtime._host import is_same_process, process_start_time, require_root, sigkill, tool
+from modal_emulator.runtime.build import step_env
+from modal_emulator.runtime.launch import launch
+from modal_emulator.runtime.mask import ensure_mask_layer
+from modal_emulator.runtime.pidfiles import cleanup_stale, kill_sandbox
+from modal_emulator.runtime.process import Process, pty_streams
+from modal_emulator.runtime.rootfs import PIVOT_DIR, RootfsPlan
+from modal_emulator.runtime.store import Store
+from modal_emulator.runtime.tunnels import Tunnel
+
+__all__ = ["Container", "ContainerSpec", "Process", "cleanup_stale", "kill_sandbox"]
+
+_TIOCSPTLCK = 0x40045431   # unlock a pty pair
+_TIOCGPTPEER = 0x5441      # open the pty's slave side through its master (no path lookup needed)
+_HOSTNAME_MAX = 63
+_NAMESPACES = ["--mount", "--uts", "--ipc", "--net", "--pid"]
+_STOP_TIMEOUT_S = 10.0
+
+
+@dataclass
+class ContainerSpec:
+    sandbox_id: str
+    layers: list[str]                    # image layers bottom->top (host root + mask are implicit below)
+    entrypoint: list[str]                # argv
+    env: dict[str, str]
+    workdir: str | None = None
+    hostname: str | None = None          # default: sandbox_id
+    cpu: float | None = None             # cores; enforced with cgroups where possible, else recorded only
+    memory_mb: int | None = None
+    ports: list[int] = field(default_factory=list)      # container ports to forward from host loopback
+    volumes: list[tuple[pathlib.Path, str, bool]] = field(default_factory=list)  # (host dir, path, read_only)
+    block_network: bool = False          # sandboxes have loopback only anyway: honoured trivially
+    extra_masked_paths: list[str] = field(default_factory=list)
+
+
+# Overlay bookkeeping that refers to the stack the upper dir was mounted in; meaningless in a new stack.
+# Opaque markers (and whiteout device nodes) are the layer's content and stay.
+_STACK_PRIVATE_XATTRS = ("trusted.overlay.origin", "trusted.overlay.impure", "trusted.overlay.nlink",
+                         "trusted.overlay.upper")
+
+
+def _make_portable(layer: pathlib.Path) -> None:
+    """Turn a copied upper dir into a layer usable in any stack."""
+    # Only exists for an instant during setup; never part of an image.
+    shutil.rmtree(layer / PIVOT_DIR, ignore_errors=True)
+    for directory, dirs, files in os.walk(layer):
+        for name in [directory, *(os.path.join(directory, n) for n in dirs + files)]:
+            for attribute in os.listxattr(name, follow_symlinks=False):
+                if attribute in _STACK_PRIVATE_XATTRS:
+                    os.removexattr(name, attribute, follow_symlinks=False)
+
+
+class Container:
+    def __init__(self, store: Store, spec: ContainerSpec) -> None:
+        self.store = store
+        self.spec = spec
+        self.entrypoint: Process | None = None   # set once started (always set on a Container from start())
+        self.tunnels: dict[int, tuple[str, int]] = {}
+        self.init_pid = 0                         # host pid of the entrypoint (PID 1 inside)
+        self.limits: dict[str, str] = {}          # how cpu/memory limits were applied, or why not
+        self._init_start: int | None = None
+        self._env = step_env(spec.env)
+        self._dir = store.sandbox_dir(spec.sandbox_id)
+        self._cgroups = cgroups.SandboxCgroups()
+        self._netns_fd = -1
+        self._tunnels: list[Tunnel] = []
+        self._execs: set[Process] = set()
+        self._terminated = False
+
+    # -- start -----------------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, store: Store, spec: ContainerSpec) -> "Container":
+        """Start a sandbox; RuntimeError with the reason (and nothing left behind) if it cannot."""
+        require_root()
+        if not spec.entrypoint:
+            raise ValueError("a sandbox needs an entrypoint argv")
+        container = cls(store, spec)
+        created = False
+        try:
+            for layer in spec.layers:
+                if not store.has_layer(layer):
+                    raise RuntimeError(f"sandbox {spec.sandbox_id}: image layer {layer} does not exist")
+            if container._dir.exists():
+                raise RuntimeError(f"sandbox {spec.sandbox_id} already exists in the store")
+            created = True
+            await container._start()
+        except BaseException as exc:
+            if created:
+                await container.terminate()
+            if isinstance(exc, (RuntimeError, ValueError, asyncio.CancelledError)):
+                raise
+            raise RuntimeError(f"sandbox {spec.sandbox_id} could not start: {exc}") from exc
+        return container
+
+    async def _start(self) -> None:
+        spec = self.spec
+        upper, work, merged = self._dir / "upper", self._dir / "work", self._dir / "merged"
+        for directory in (upper, work, merged):
+            directory.mkdir(parents=True)
+        mask = await asyncio.to_thread(ensure_mask_layer, self.store, spec.extra_masked_paths)
+        self._cgroups = await asyncio.to_thread(
+            cgroups.create, self.store.state_dir, spec.sandbox_id, spec.cpu, spec.memory_mb)
+        self.limits = dict(self._cgroups.limits)
+        plan = RootfsPlan(
+            layers_dir=self.store.root / "layers", lower_layers=[mask, *spec.layers],
+            upper=upper, work=work, merged=merged, status_fd=-1, payload_env_names=set(self._env),
+            workdir=spec.workdir, create_workdir=True,
+            hostname=(spec.hostname or spec.sandbox_id)[:_HOSTNAME_MAX], loopback_up=True, run_tmpfs=True,
+            cgroup_procs_files=self._cgroups.procs_files, volumes=list(spec.volumes),
+        )
+        launched = await launch(plan, '"$@"', list(spec.entrypoint), _NAMESPACES, self._env,
+                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                stderr=asyncio.subprocess.PIPE)
+        self.entrypoint = Process(launched.process)
+        self.init_pid = launched.init_pid
+        self._init_start = process_start_time(self.init_pid)
+        self._netns_fd = os.open(f"/proc/{self.init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        pidfiles.write(self.store.state_dir, spec.sandbox_id, self.init_pid, launched.process.pid,
+                       self._cgroups.dirs)
+        for port in spec.ports:
+            tunnel = Tunnel(self._netns_fd, port)
+            self._tunnels.append(tunnel)
+            self.tunnels[port] = await tunnel.start()
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def returncode(self) -> int | None:
+        """The entrypoint's exit status once it has finished (a SIGKILL is 137)."""
+        return None if self.entrypoint is None else self.entrypoint.returncode
+
+    @property
+    def finished(self) -> bool:
+        return self._terminated or self.returncode is not None
+
+    async def wait(self) -> int:
+        assert self.entrypoint is not None
+        return await self.entrypoint.wait()
+
+    def info(self) -> dict:
+        return {
+            "sandbox_id": self.spec.sandbox_id,
+            "init_pid": self.init_pid,
+            "launcher_pid": self.entrypoint.pid if self.entrypoint else None,
+            "upper_dir": str(self._dir / "upper"),
+            "layers": list(self.spec.layers),
+            "tunnels": dict(self.tunnels),
+            "limits": dict(self.limits),
+            "cgroups": [str(d) for d in self._cgroups.dirs],
+            "execs": sorted(p.pid for p in self._execs),
+            "returncode": self.returncode,
+            "terminated": self._terminated,
+        }
+
+    # -- exec ------------------------------------------------------------------------------------
+
+    async def exec(self, argv: list[str], env: dict[str, str] | None = None, workdir: str | None = None,
+                   stdin: bool = True, stdout: bool = True, stderr: bool = True, pty: bool = False) -> Process:
+        """Run `argv` in the sandbox's namespaces, root and cgroups; `env` is added to the sandbox's env.
+
+        With `pty`, the process gets a terminal from the sandbox's own devpts as controlling tty and
+        stdin/stdout of the returned Process are the terminal's (stderr is merged into it).
+        """
+        if self.finished:
+            raise RuntimeError(f"sandbox {self.spec.sandbox_id} has finished")
+        if not argv:
+            raise ValueError("exec needs an argv")
+        full_env = {**self._env, **(env or {})}
+        command = [tool("nsenter"), "-t", str(self.init_pid), "-m", "-u", "-i", "-n", "-p", "-r",
+                   f"--wdns={workdir or self.spec.workdir or '/'}", "--"]
+        command += [tool("setsid"), "-c", "--", *argv] if pty else list(argv)
+        if self._cgroups.dirs:
+            joins = " && ".join(f"echo 0 > {shlex.quote(str(p))}" for p in self._cgroups.procs_files)
+            command = [tool("sh"), "-c", f'{joins} && exec "$@"', "sh", *command]
+        if pty:
+            return await self._exec_with_pty(command, full_env)
+        pipe, devnull = asyncio.subprocess.PIPE, asyncio.subprocess.DEVNULL
+        process = await asyncio.create_subprocess_exec(
+            *command, env=full_env, start_new_session=True,
+            stdin=pipe if stdin else devnull, stdout=pipe if stdout else devnull,
+            stderr=pipe if stderr else devnull)
+        return self._track(Process(process, on_exit=self._execs.discard))
+
+    async def _exec_with_pty(self, command: list[str], env: dict[str, str]) -> Process:
+        master = os.open(f"/proc/{self.init_pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))
+            slave = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *command, env=env, start_new_session=True, stdin=slave, stdout=slave, stderr=slave)
+            finally:
+                os.close(slave)
+        except BaseException:
+            os.close(master)
+            raise
+        writer, reader, transports = await pty_streams(master)
+        return self._track(Process(process, stdin=writer, stdout=reader, on_exit=self._execs.discard,
+                                   close_on_exit=transports))
+
+    def _track(self, process: Process) -> Process:
+        self._execs.add(process)
+        return process
+
+    # -- snapshot --------------------------------------------------------------------------------
+
+    async def snapshot(self, layer_id: str) -> None:
+        """Copy the writable layer, as it is now, into a new layer; the sandbox keeps running."""
+        if self._terminated:
+            raise RuntimeError(f"sandbox {self.spec.sandbox_id} was terminated: nothing to snapshot")
+        if self.store.has_layer(layer_id):
+            raise FileExistsError(f"layer already exists: {layer_id}")
+        scratch = await asyncio.to_thread(self.store.new_tmp_dir, "snap")
+        copy = scratch / "layer"
+        try:
+            # cp -a keeps owners, modes, times, xattrs (opaque dirs), device nodes (whiteouts) and links.
+            process = await asyncio.create_subprocess_exec(
+                tool("cp"), "-a", "--", str(self._dir / "upper"), str(copy),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            _, err = await process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"snapshot of {self.spec.sandbox_id} failed: {err.decode(errors='replace')}")
+            await asyncio.to_thread(_make_portable, copy)
+            if not await asyncio.to_thread(self.store.publish, copy, layer_id):
+                raise FileExistsError(f"layer already exists: {layer_id}")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    # -- terminate -------------------------------------------------------------------------------
+
+    async def terminate(self) -> None:
+        """Kill everything in the sandbox, close its tunnels, free its cgroups and upper dir; idempotent."""
+        if self._terminated:
+            return
+        self._terminated = True
+        for tunnel in self._tunnels:
+            await tunnel.close()
+        self._kill_all()
+        waits = [p.wait() for p in ([self.entrypoint] if self.entrypoint else []) + list(self._execs)]
+        if waits:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), _STOP_TIMEOUT_S)
+        if self._netns_fd >= 0:
+            os.close(self._netns_fd)
+            self._netns_fd = -1
+        pidfiles.remove(self.store.state_dir, self.spec.sandbox_id)
+        await asyncio.to_thread(cgroups.remove, self._cgroups.dirs)
+        await asyncio.to_thread(shutil.rmtree, self._dir, True)
+
+    def _kill_all(self) -> None:
+        # SIGKILL to a PID namespace's init kills every process in the namespace.
+        if is_same_process(self.init_pid, self._init_start):
+            sigkill(self.init_pid)
+        if self.entrypoint is not None:
+            self.entrypoint.kill()
+        for process in list(self._execs):
+            process.kill()

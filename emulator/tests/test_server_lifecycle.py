@@ -1,0 +1,139 @@
+"""The emulator process itself: fault flags, clean shutdown, the kill command, refusing non-root."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import modal
+import pytest
+from modal.exception import NotFoundError
+
+from conftest import EMULATOR, EmulatorProcess, point_sdk_at, restore_env
+
+
+def sandbox_pids(state_dir: pathlib.Path) -> list[int]:
+    pids = []
+    for pid_file in (state_dir / "run").glob("*.pid"):
+        record = json.loads(pid_file.read_text())
+        pids += [record["init_pid"], record["launcher_pid"]]
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return pathlib.Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def mounts_under(path: pathlib.Path) -> list[str]:
+    prefix = str(path.resolve())
+    lines = pathlib.Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in lines if line.split()[4].startswith(prefix)]
+
+
+@pytest.fixture
+def own_server(tmp_path: pathlib.Path, request: pytest.FixtureRequest):
+    """A server for one test, with extra command line flags given by the test's ``server_args`` mark."""
+    mark = request.node.get_closest_marker("server_args")
+    server = EmulatorProcess(
+        state_dir=tmp_path / "state", log_path=tmp_path / "server.log", extra_args=tuple(mark.args if mark else ())
+    )
+    previous = None
+    try:
+        server.start()
+        previous = point_sdk_at(server.url, tmp_path / "config")
+        yield server
+    finally:
+        if previous is not None:
+            restore_env(previous)
+        server.stop()
+
+
+def test_clean_shutdown_leaves_nothing(own_server: EmulatorProcess) -> None:
+    app = modal.App.lookup("lifecycle", create_if_missing=True)
+    first = modal.Sandbox.create("sleep", "1000", app=app, unencrypted_ports=[22])
+    modal.Sandbox.create(app=app).exec("bash", "-c", "sleep 1000 &")
+    assert first.poll() is None
+    pids = sandbox_pids(own_server.state_dir)
+    assert pids and all(alive(pid) for pid in pids)
+    assert mounts_under(own_server.state_dir)
+    assert own_server.stop() == 0
+    time.sleep(0.2)
+    assert [pid for pid in pids if alive(pid)] == []
+    assert mounts_under(own_server.state_dir) == []
+
+
+def test_kill_command(own_server: EmulatorProcess, sandbox_api) -> None:
+    app = modal.App.lookup("lifecycle", create_if_missing=True)
+    sb = modal.Sandbox.create("sleep", "1000", app=app)
+    result = subprocess.run(
+        [EMULATOR, "kill", sb.object_id, "--state-dir", str(own_server.state_dir)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    sb.wait(raise_on_termination=False)
+    assert sb.returncode not in (None, 0)
+    missing = subprocess.run(
+        [EMULATOR, "kill", sb.object_id, "--state-dir", str(own_server.state_dir)], capture_output=True, text=True
+    )
+    assert missing.returncode != 0
+
+
+@pytest.mark.server_args("--fail", "AppGetOrCreate=1.0:NOT_FOUND", "--latency-ms", "50")
+def test_fault_flag_fails_the_named_rpc(own_server: EmulatorProcess) -> None:
+    with pytest.raises(NotFoundError, match="injected"):
+        modal.App.lookup("faulty", create_if_missing=True)
+    # Other RPCs are untouched (only delayed).
+    assert modal.Secret.from_dict({"A": "1"}).hydrate().object_id.startswith("st-")
+
+
+@pytest.mark.server_args("--fail", "AppGetOrCreate=0.2")
+def test_retryable_faults_are_absorbed_by_sdk_retries(own_server: EmulatorProcess) -> None:
+    app = modal.App.lookup("flaky", create_if_missing=True)
+    ids = {modal.App.lookup("flaky").app_id for _ in range(5)}
+    assert ids == {app.app_id}
+    assert "fault injected: AppGetOrCreate" in own_server.log_tail(100_000)
+
+
+@pytest.mark.server_args("--list-omits-details")
+def test_list_omits_details(own_server: EmulatorProcess) -> None:
+    import asyncio
+    import urllib.parse
+
+    from grpclib.client import Channel
+    from modal_proto import api_pb2
+    from modal_proto.api_grpc import ModalClientStub
+
+    app = modal.App.lookup("details", create_if_missing=True)
+    sb = modal.Sandbox.create(app=app, tags={"k": "v"}, unencrypted_ports=[22])
+
+    async def list_page() -> api_pb2.SandboxListResponse:
+        url = urllib.parse.urlparse(own_server.url)
+        channel = Channel(url.hostname, url.port)
+        try:
+            return await ModalClientStub(channel).SandboxList(api_pb2.SandboxListRequest(app_id=app.app_id))
+        finally:
+            channel.close()
+
+    page = asyncio.run(list_page())
+    assert [info.id for info in page.sandboxes] == [sb.object_id]
+    assert not page.sandboxes[0].tags and not page.sandboxes[0].tunnels
+    assert sb.get_tags() == {"k": "v"}
+
+
+def test_refuses_without_root(tmp_path: pathlib.Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop privileges")
+    result = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "modal_emulator.cli",
+         "serve", "--state-dir", str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "root" in result.stderr
