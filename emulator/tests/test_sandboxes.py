@@ -8,7 +8,7 @@ import modal
 import pytest
 from modal.exception import AlreadyExistsError, NotFoundError, SandboxTimeoutError
 
-from conftest import is_v1_id
+from sdk_harness import is_v1_id
 
 
 def create(sandboxes: list, *args: str, **kwargs) -> modal.Sandbox:

@@ -13,7 +13,7 @@ import modal
 import pytest
 from modal.exception import NotFoundError
 
-from conftest import EMULATOR, EmulatorProcess, point_sdk_at, restore_env
+from sdk_harness import EMULATOR, EmulatorProcess, point_sdk_at, restore_env
 
 
 def sandbox_pids(state_dir: pathlib.Path) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import modal
 import pytest
 
-from conftest import point_sdk_at, restore_env
+from sdk_harness import point_sdk_at, restore_env
 
 
 def test_snapshot_restore_keeps_files(app, sandbox_api, sandboxes) -> None:

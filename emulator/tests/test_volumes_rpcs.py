@@ -183,3 +183,39 @@ def test_http_side_server(state: EmulatorState) -> None:
         assert storage(state).layout.content.has(hashlib.sha256(data).hexdigest())
 
     asyncio.run(scenario())
+
+
+def test_legacy_get_file_inline_and_by_blob(state: EmulatorState) -> None:
+    rpcs = Rpcs(state)
+    small, large = b"small content", bytes(range(256)) * 12 * 1024  # 3 MiB: over the inline limit
+
+    async def scenario() -> None:
+        [created] = await rpcs.call(
+            "VolumeGetOrCreate",
+            api_pb2.VolumeGetOrCreateRequest(
+                deployment_name="legacy", object_creation_type=api_pb2.OBJECT_CREATION_TYPE_CREATE_IF_MISSING
+            ),
+        )
+        files = []
+        for name, data in (("small", small), ("large", large)):
+            digest = hashlib.sha256(data).hexdigest()
+            [put] = await rpcs.call("MountPutFile", api_pb2.MountPutFileRequest(sha256_hex=digest, data=data))
+            assert put.exists
+            files.append(api_pb2.MountFile(filename=f"/{name}", sha256_hex=digest, mode=0o600))
+        await rpcs.call("VolumePutFiles", api_pb2.VolumePutFilesRequest(volume_id=created.volume_id, files=files))
+
+        [got] = await rpcs.call(
+            "VolumeGetFile", api_pb2.VolumeGetFileRequest(volume_id=created.volume_id, path="small")
+        )
+        assert got.data == small and got.size == len(small)
+        [got] = await rpcs.call(
+            "VolumeGetFile", api_pb2.VolumeGetFileRequest(volume_id=created.volume_id, path="large", start=1, len=10)
+        )
+        assert got.data == large[1:11] and (got.start, got.len) == (1, 10)
+        [got] = await rpcs.call(
+            "VolumeGetFile", api_pb2.VolumeGetFileRequest(volume_id=created.volume_id, path="large")
+        )
+        assert got.WhichOneof("data_oneof") == "data_blob_id"
+        assert storage(state).layout.blob_path(got.data_blob_id).read_bytes() == large
+
+    asyncio.run(scenario())

@@ -17,7 +17,7 @@ import modal
 import pytest
 from modal.exception import AlreadyExistsError, NotFoundError
 
-from conftest import EmulatorProcess, point_sdk_at, restore_env
+from sdk_harness import EmulatorProcess, point_sdk_at, restore_env
 
 MODAL_CLI = str(pathlib.Path(sys.executable).parent / "modal")
 

@@ -11,7 +11,8 @@ built from a mount can be cached by it).
 ``MountGetOrCreate`` by name in the global namespace is how ``Image.from_registry(add_python=...)``
 finds its ``python-build-standalone.<release>.<version>-<libc>`` mount, whose ``/python/.`` is
 copied to ``/usr/local``. That distribution cannot be fetched offline, so the emulator answers with
-a small mount whose ``/python/bin/python3`` (and ``python``, ``python3.X``) run the host's
+a small mount whose ``/python/bin/python3`` and ``python3.X`` (and ``python`` for the releases that
+ship it) run the host's
 ``/usr/bin/python3``: sandboxes are built over the host root, where that interpreter exists. The
 Python version asked for is therefore not honoured.
 
@@ -39,6 +40,7 @@ from modal_emulator.storage.content_store import ContentMismatchError, is_sha256
 _BASE62 = string.digits + string.ascii_letters
 PYTHON_STANDALONE_PREFIX = "python-build-standalone."
 _STANDALONE_NAME = re.compile(r"^python-build-standalone\.(\d+)\.(\d+)\.(\d+)\.\d+t?-(\w+)$")
+_FIRST_RELEASE_WITH_PYTHON = "20241008"  # python-build-standalone releases from then on ship bin/python
 _HOST_PYTHON_WRAPPER = b"""#!/bin/sh
 # python-build-standalone cannot be downloaded offline: the emulator runs the host's python3 instead.
 exec /usr/bin/python3 "$@"
@@ -128,11 +130,12 @@ def _python_standalone_mount(state: EmulatorState, name: str) -> tuple[str, str]
     match = _STANDALONE_NAME.match(name)
     if match is None:
         return None
-    major_minor = f"{match.group(2)}.{match.group(3)}"
+    release, major_minor = match.group(1), f"{match.group(2)}.{match.group(3)}"
+    executables = ["python3", f"python{major_minor}"]
+    if release >= _FIRST_RELEASE_WITH_PYTHON:  # older ones lack it: the SDK adds `ln -s python3 python`
+        executables.append("python")
     sha256_hex = storage(state).layout.content.add_bytes(_HOST_PYTHON_WRAPPER)
-    entries: list[ManifestEntry] = [
-        (f"/python/bin/{exe}", sha256_hex, 0o755) for exe in ("python", "python3", f"python{major_minor}")
-    ]
+    entries: list[ManifestEntry] = [(f"/python/bin/{exe}", sha256_hex, 0o755) for exe in executables]
     return save_mount(state, entries)
 
 

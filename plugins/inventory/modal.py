@@ -1,0 +1,687 @@
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Dynamic inventory of Modal sandboxes managed by mngr.modal: one Ansible host per running host.
+
+Reading Modal happens in :meth:`InventoryModule._fetch_raw` and produces plain JSON data (the
+sandboxes of each app with their tags and SSH endpoints, and the host records of the state volume).
+That raw data is what the inventory cache stores; hosts, variables and groups are built from it on
+every run, so changing ``compose``/``keyed_groups``/``filters`` never needs a cache flush.
+"""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: modal
+short_description: Modal sandboxes managed by mngr.modal as an inventory source
+version_added: 0.1.0
+author:
+  - mngr.modal authors
+description:
+  - Lists the hosts that the M(mngr.modal.modal_sandbox) module manages in one or more Modal apps and makes each
+    running host an Ansible host reachable over SSH, with its key and its pinned host key.
+  - The inventory source is a YAML file whose name ends in C(modal.yml) or C(modal.yaml)
+    (for example C(hosts.modal.yml)) and that contains O(plugin=mngr.modal.modal).
+  - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_ssh_private_key_file) and
+    C(ansible_ssh_common_args) (strict host key checking against the host's pinned C(known_hosts) file), plus facts
+    prefixed with O(hostvars_prefix) - C(host_id), C(name), C(state), C(sandbox_id), C(app), C(tags), C(spec),
+    C(gpu), C(created_at), C(started_at).
+  - Default groups are C(modal) (every running host), C(modal_app_<app>) (per app), C(modal_gpu_<type>) (per GPU
+    type, for example C(modal_gpu_h100)) and, with O(include_stopped), C(modal_stopped).
+  - A host whose SSH keys are not in O(key_dir) on this machine is still listed, with a warning, but without
+    C(ansible_ssh_private_key_file).
+  - Values read from Modal (tags, names, spec) are marked unsafe, so a tag that looks like a Jinja2 template is
+    never evaluated.
+  - A sandbox whose details cannot be read is left out with a warning; it never empties the inventory.
+extends_documentation_fragment:
+  - constructed
+  - inventory_cache
+  - mngr.modal.modal
+options:
+  plugin:
+    description: Marks the file as a source for this plugin.
+    type: str
+    required: true
+    choices: [mngr.modal.modal]
+  app:
+    description:
+      - Name of the Modal app, or list of names, whose hosts to list.
+      - Each app's state volume (C(<app>-state)) provides the host records (spec, stopped hosts).
+    type: list
+    elements: str
+    default: [mngr-modal]
+    env:
+      - name: MNGR_MODAL_APP
+  token_id:
+    description:
+      - ID of the Modal API token (the C(ak-...) part). The value is templated, so C({{ vault_modal_token_id }})
+        or an extra variable works.
+      - When O(token_id) and O(token_secret) are both given, the plugin uses them and does not read C(~/.modal.toml).
+        When neither is given, the Modal SDK's own configuration applies
+        (E(MODAL_TOKEN_ID)/E(MODAL_TOKEN_SECRET), then the active profile in C(~/.modal.toml)).
+    type: str
+    env:
+      - name: MODAL_TOKEN_ID
+  token_secret:
+    description:
+      - Secret of the Modal API token (the C(as-...) part). Templated like O(token_id). Never logged.
+    type: str
+    env:
+      - name: MODAL_TOKEN_SECRET
+  filters:
+    description:
+      - User tags that a host must carry, with these exact values, to be listed (for example C({role: web})).
+      - Tags are the ones given to M(mngr.modal.modal_sandbox) with O(mngr.modal.modal_sandbox#module:tags).
+    type: dict
+    default: {}
+  hostnames:
+    description:
+      - How to name each host in the inventory. A list of Jinja2 expressions (C(modal_tags.fqdn)) or templates
+        (C({{ modal_name }}-{{ modal_app }})), evaluated with the host's facts; the first that gives a non-empty
+        string without spaces is used.
+      - When the list is empty or no entry gives a usable name, the host's name (as given to
+        M(mngr.modal.modal_sandbox)) is used.
+    type: list
+    elements: str
+    default: []
+  hostvars_prefix:
+    description:
+      - Prefix of the facts this plugin sets on each host (C(modal_host_id), C(modal_tags)...).
+      - Connection variables (C(ansible_host)...) never get a prefix.
+    type: str
+    default: modal_
+  include_stopped:
+    description:
+      - Also list hosts that have no running sandbox (stopped with M(mngr.modal.modal_sandbox)), in the group
+        C(modal_stopped) only and without connection variables, so a playbook can start them.
+      - Needs O(host_records), since stopped hosts exist only as host records.
+    type: bool
+    default: false
+  host_records:
+    description:
+      - Read the host records of each app's state volume, which give each host's O(hostvars_prefix)C(spec),
+        O(hostvars_prefix)C(gpu), its creation time and the stopped hosts.
+      - Turn off to list large fleets faster; running hosts are then known from their sandbox's tags alone.
+    type: bool
+    default: true
+  ssh_user:
+    description: User Ansible logs in as (C(ansible_user)).
+    type: str
+    default: root
+  max_concurrent_calls:
+    description:
+      - How many API calls run at once when Modal's list pages lack a sandbox's tags or tunnels and they must be
+        read one sandbox at a time, and when host records are read.
+    type: int
+    default: 16
+notes:
+  - Listing one app costs one call per page of 100 sandboxes when Modal's list pages carry tags and tunnels, plus
+    a few fixed calls and, with O(host_records), the record reads. See the collection's C(docs/performance.md).
+  - Cached data (O(cache)) is the raw data read from Modal, not the built inventory. C(--flush-cache) and
+    the C(refresh_inventory) meta task read Modal again.
+"""
+
+EXAMPLES = r"""
+# hosts.modal.yml: every running host of the default app
+plugin: mngr.modal.modal
+
+---
+# prod.modal.yml: two apps, token from the vault, web hosts only, grouped by tag, cached for five minutes
+plugin: mngr.modal.modal
+app: [shop-prod, shop-batch]
+token_id: "{{ vault_modal_token_id }}"
+token_secret: "{{ vault_modal_token_secret }}"
+filters:
+  tier: web
+keyed_groups:
+  - key: modal_tags.role | default('none')
+    prefix: role
+groups:
+  big: modal_spec.memory | default(0) >= 16
+compose:
+  ansible_python_interpreter: "'/usr/bin/python3'"
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/mngr-modal-inventory
+cache_timeout: 300
+
+---
+# all.modal.yml: stopped hosts too, so a runbook can start them (group modal_stopped)
+plugin: mngr.modal.modal
+include_stopped: true
+hostnames:
+  - "{{ modal_name }}.{{ modal_app }}"
+"""
+
+import concurrent.futures
+import dataclasses
+import datetime
+import os
+import re
+import typing as t
+
+from ansible.errors import AnsibleError, AnsibleParserError
+from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.display import Display
+from ansible.utils.unsafe_proxy import wrap_var
+
+from ansible_collections.mngr.modal.plugins.module_utils._client import (
+    DEFAULT_KEY_DIR,
+    HAS_MODAL,
+    MODAL_IMPORT_ERROR,
+    ModalError,
+    ModalSession,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    TAG_HOST_ID,
+    TAG_SSH_ENDPOINT,
+    Host,
+    HostError,
+    HostRecord,
+    LiveSandbox,
+    filter_hosts,
+    merge_hosts,
+    parse_endpoint,
+    state_volume_name,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import SSH_PORT, KeyFolder, ssh_common_args
+
+display = Display()
+
+# Bump when the shape of the cached raw data changes, so an old cache is read again from Modal.
+RAW_FORMAT = 1
+GROUP_ALL = "modal"
+GROUP_STOPPED = "modal_stopped"
+# How long to wait for a sandbox's tunnels when they must be read one sandbox at a time.
+TUNNEL_TIMEOUT_SECONDS = 10
+# At most this many host names are quoted in one warning; the rest are counted.
+WARNING_NAME_LIMIT = 10
+
+
+# --- raw data from Modal (what the cache holds) ------------------------------------------------------
+
+
+def _list_page_details(modal: t.Any, client: t.Any, app_id: str) -> list[dict[str, t.Any]] | None:
+    """Every running sandbox of the app as Modal's list pages describe it, or None if this SDK cannot say.
+
+    Why a private SDK path: the public ``modal.Sandbox.list`` reads the same pages but yields bare handles
+    (id and status) and drops what the pages carry, tags and tunnels included, so each sandbox would then cost
+    one or two more calls. This function pages exactly as ``Sandbox.list`` does (newest first, ``before_timestamp``
+    set to the last sandbox's creation time, until an empty page), through the same SDK classes, and keeps the
+    details. If a future SDK moves these classes, it returns None and the public path is used instead.
+    """
+    try:
+        from modal._utils.async_utils import synchronizer  # pylint: disable=import-outside-toplevel
+        from modal.sandbox._impl_v1 import SandboxImplV1  # pylint: disable=import-outside-toplevel
+        from modal.sandbox._impl_v2 import SandboxImplV2  # pylint: disable=import-outside-toplevel
+        from modal_proto import api_pb2  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    impl = SandboxImplV2 if modal.config.config.get("sandbox_v2") is True else SandboxImplV1
+
+    async def all_pages(client_impl: t.Any) -> list[dict[str, t.Any]]:
+        sandboxes: list[dict[str, t.Any]] = []
+        before_timestamp = None
+        while True:
+            request = api_pb2.SandboxListRequest(app_id=app_id, before_timestamp=before_timestamp, include_finished=False)
+            response = await impl.list_page(client_impl, request)
+            if not response.sandboxes:
+                return sandboxes
+            sandboxes.extend(sandbox_info_to_raw(info) for info in response.sandboxes)
+            before_timestamp = response.sandboxes[-1].created_at
+
+    return synchronizer.create_blocking(all_pages)(client)
+
+
+def sandbox_info_to_raw(info: t.Any) -> dict[str, t.Any]:
+    """A ``SandboxInfo`` of a list page as cacheable data; ``tags``/``ssh`` are None when the page lacks them."""
+    tags = {tag.tag_name: tag.tag_value for tag in info.tags}
+    ssh = None
+    for tunnel in info.tunnels:
+        if tunnel.container_port == SSH_PORT and tunnel.unencrypted_host and tunnel.unencrypted_port:
+            ssh = [tunnel.unencrypted_host, int(tunnel.unencrypted_port)]
+    gpu_config = info.task_info.gpu_config
+    gpu = gpu_config.gpu_type or info.task_info.gpu_type or None
+    if gpu and gpu_config.count > 1:
+        gpu = f"{gpu}:{gpu_config.count}"
+    return {
+        "id": info.id,
+        "created_at": info.created_at or None,
+        "tags": tags or None,
+        "ssh": ssh,
+        "gpu": gpu,
+    }
+
+
+def needs_tags(sandbox: dict[str, t.Any]) -> bool:
+    return sandbox.get("tags") is None
+
+
+def needs_tunnel(sandbox: dict[str, t.Any]) -> bool:
+    """A host's sandbox whose SSH endpoint is neither in its tags nor in the list page."""
+    tags = sandbox.get("tags") or {}
+    return bool(tags.get(TAG_HOST_ID)) and not sandbox.get("ssh") and parse_endpoint(tags.get(TAG_SSH_ENDPOINT)) is None
+
+
+def is_not_found(exc: BaseException) -> bool:
+    """Modal's NotFoundError, raw or mapped by the session (code NOT_FOUND)."""
+    if getattr(exc, "code", None) == "NOT_FOUND" or type(exc).__name__ == "NotFoundError":
+        return True
+    cause = exc.__cause__
+    return cause is not None and type(cause).__name__ == "NotFoundError"
+
+
+def run_bounded(fn: t.Callable[[t.Any], t.Any], items: list[t.Any], limit: int) -> list[tuple[t.Any, t.Any, BaseException | None]]:
+    """``fn(item)`` for every item, at most ``limit`` at a time; (item, result, error) per item, in order."""
+    if not items:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(limit, len(items)))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        results = []
+        for item, future in zip(items, futures):
+            try:
+                results.append((item, future.result(), None))
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                results.append((item, None, exc))
+        return results
+
+
+class ModalReader:
+    """Reads one app's raw data from Modal through a :class:`ModalSession` (retries and error mapping included)."""
+
+    def __init__(self, session: ModalSession, concurrency: int, warn: t.Callable[[str], None]) -> None:
+        self.session = session
+        self.concurrency = concurrency
+        self.warn = warn
+
+    def app_data(self, app_name: str, read_records: bool) -> dict[str, t.Any]:
+        app = self.app(app_name)
+        if app is None:
+            self.warn(f"Modal app {app_name!r} does not exist (yet): it has no hosts.")
+            return {"app": app_name, "found": False, "sandboxes": [], "records": [], "records_read": read_records}
+        sandboxes = self.sandboxes(app.app_id)
+        records = self.records(app_name) if read_records else []
+        return {"app": app_name, "found": True, "sandboxes": sandboxes, "records": records, "records_read": read_records}
+
+    def app(self, app_name: str) -> t.Any:
+        """The app's handle, or None when no app has this name in the environment."""
+        session = self.session
+        try:
+            return session.call(
+                session.modal.App.lookup, app_name, create_if_missing=False, client=session.client,
+                environment_name=session.environment,
+            )
+        except ModalError as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
+    def sandboxes(self, app_id: str) -> list[dict[str, t.Any]]:
+        modal = self.session.modal
+        client = self.session.client
+        listed = self.session.call(_list_page_details, modal, client, app_id)
+        if listed is None:
+            listed = [{"id": sid, "created_at": None, "tags": None, "ssh": None, "gpu": None} for sid in self._handles(app_id)]
+        incomplete = [sandbox for sandbox in listed if needs_tags(sandbox) or needs_tunnel(sandbox)]
+        if incomplete:
+            self._complete(app_id, incomplete)
+        return [sandbox for sandbox in listed if sandbox.get("tags") is not None]
+
+    def _handles(self, app_id: str) -> dict[str, t.Any]:
+        modal = self.session.modal
+        client = self.session.client
+        handles = self.session.call(lambda: list(modal.Sandbox.list(app_id=app_id, client=client)))
+        return {handle.object_id: handle for handle in handles}
+
+    def _complete(self, app_id: str, incomplete: list[dict[str, t.Any]]) -> None:
+        """Fill in tags and SSH endpoints one sandbox at a time (concurrently, bounded), for pages that lack them."""
+        handles = self._handles(app_id)
+        call = self.session.call
+
+        def fill(sandbox: dict[str, t.Any]) -> None:
+            handle = handles.get(sandbox["id"])
+            if handle is None:
+                return  # ended between the two listings
+            if needs_tags(sandbox):
+                sandbox["tags"] = dict(call(handle.get_tags) or {})
+            if needs_tunnel(sandbox):
+                tunnels = call(handle.tunnels, timeout=TUNNEL_TIMEOUT_SECONDS)
+                tunnel = tunnels.get(SSH_PORT)
+                if tunnel is not None:
+                    host, port = tunnel.tcp_socket
+                    sandbox["ssh"] = [host, int(port)]
+
+        for sandbox, _result, error in run_bounded(fill, incomplete, self.concurrency):
+            if error is None:
+                continue
+            if not is_not_found(error):
+                self.warn(f"Sandbox {sandbox['id']} is left out: its details could not be read ({_message(error)}).")
+            sandbox["tags"] = None
+
+    def records(self, app_name: str) -> list[dict[str, t.Any]]:
+        """The host records of the app's state volume (none when the volume does not exist)."""
+        modal = self.session.modal
+        call = self.session.call
+        volume = modal.Volume.from_name(
+            state_volume_name(app_name), environment_name=self.session.environment, create_if_missing=False,
+            client=self.session.client,
+        )
+        try:
+            call(volume.hydrate)
+            entries = call(volume.listdir, "hosts")
+        except ModalError as exc:
+            if is_not_found(exc):
+                return []
+            raise
+        paths = sorted(entry.path for entry in entries if getattr(entry, "path", "").endswith(".json"))
+        records = []
+        for path, raw, error in run_bounded(lambda p: call(lambda: b"".join(volume.read_file(p))), paths, self.concurrency):
+            if error is not None:
+                if not is_not_found(error):
+                    self.warn(f"Host record {path} of app {app_name!r} could not be read ({_message(error)}).")
+                continue
+            try:
+                records.append(dataclasses.asdict(HostRecord.from_json(raw)))
+            except ValueError:
+                self.warn(f"Host record {path} of app {app_name!r} is not a host record this version can read.")
+        return records
+
+
+def _message(exc: BaseException) -> str:
+    return getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+
+
+# --- from raw data to hosts (pure) -------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class InventoryHost:
+    """One host to add: its default name, groups, connection variables and (unprefixed) facts."""
+
+    name: str
+    running: bool
+    app: str
+    facts: dict[str, t.Any]
+    connection: dict[str, t.Any]
+    endpoint_known: bool
+    key_found: bool
+
+
+def iso_time(epoch: float | None) -> str | None:
+    if not epoch:
+        return None
+    return datetime.datetime.fromtimestamp(float(epoch), tz=datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def record_from_raw(raw: dict[str, t.Any]) -> HostRecord:
+    known = {key: value for key, value in raw.items() if key in HostRecord.__dataclass_fields__}
+    return HostRecord(**known)
+
+
+def hosts_of_app(app_data: dict[str, t.Any]) -> list[tuple[Host, dict[str, t.Any] | None]]:
+    """The app's hosts (records merged with live sandboxes), each with its sandbox's raw data (None if stopped)."""
+    raw_by_id = {sandbox["id"]: sandbox for sandbox in app_data["sandboxes"]}
+    live = [LiveSandbox(sandbox["id"], dict(sandbox["tags"] or {})) for sandbox in app_data["sandboxes"]]
+    records = [record_from_raw(raw) for raw in app_data["records"]]
+    return [(host, raw_by_id.get(host.sandbox.sandbox_id) if host.sandbox else None) for host in merge_hosts(live, records)]
+
+
+def gpu_type(gpu: str | None) -> str | None:
+    """``A100-80GB:2`` -> ``A100-80GB``."""
+    if not gpu:
+        return None
+    return str(gpu).split(":", 1)[0] or None
+
+
+def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: str, ssh_user: str) -> InventoryHost:
+    """Facts and connection variables of one host, from its merged record and sandbox data."""
+    record = host.record
+    spec = dict(record.spec) if record is not None and isinstance(record.spec, dict) else {}
+    gpu = spec.get("gpu") or (sandbox or {}).get("gpu") or None
+    started_at = iso_time((sandbox or {}).get("created_at"))
+    facts: dict[str, t.Any] = {
+        "host_id": host.host_id,
+        "name": host.name,
+        "state": host.state,
+        "sandbox_id": host.sandbox.sandbox_id if host.sandbox else None,
+        "app": app,
+        "tags": dict(host.user_tags),
+        "spec": spec,
+        "gpu": gpu,
+        "created_at": record.created_at if record is not None else started_at,
+        "started_at": started_at,
+    }
+    connection: dict[str, t.Any] = {}
+    endpoint = host.ssh_endpoint or (tuple(sandbox["ssh"]) if sandbox and sandbox.get("ssh") else None)
+    key_found = True
+    if host.sandbox is not None:
+        folder = KeyFolder.locate(key_dir, host.name, host.host_id) if host.name else None
+        key_found = folder is not None
+        folder = folder or KeyFolder(key_dir, host.name or host.host_id)
+        if endpoint:
+            connection["ansible_host"] = endpoint[0]
+            connection["ansible_port"] = int(endpoint[1])
+        connection["ansible_user"] = ssh_user
+        if key_found:
+            connection["ansible_ssh_private_key_file"] = folder.client_key
+        connection["ansible_ssh_common_args"] = ssh_common_args(folder.known_hosts)
+    return InventoryHost(
+        name=host.name, running=host.sandbox is not None, app=app, facts=facts, connection=connection,
+        endpoint_known=bool(endpoint) or host.sandbox is None, key_found=key_found,
+    )
+
+
+def select_hosts(raw: dict[str, t.Any], filters: dict[str, str], include_stopped: bool, key_dir: str,
+                 ssh_user: str) -> list[InventoryHost]:
+    """Every host to list, app by app, in a stable order (name, then host id)."""
+    selected = []
+    for app_data in raw["apps"]:
+        for host, sandbox in hosts_of_app(app_data):
+            if host.sandbox is None and not include_stopped:
+                continue
+            if filters and not filter_hosts([host], tags=filters):
+                continue
+            selected.append(build_host(app_data["app"], host, sandbox, key_dir, ssh_user))
+    return selected
+
+
+def safe_inventory_name(name: t.Any) -> str | None:
+    """``name`` if it is usable as an inventory host name (no spaces, no template markers), else None."""
+    if not isinstance(name, str):
+        return None
+    text = name.strip()
+    if not text or re.search(r"\s|\{\{|\{%|\{#", text):
+        return None
+    return text
+
+
+def summarize(names: list[str]) -> str:
+    shown = ", ".join(names[:WARNING_NAME_LIMIT])
+    more = len(names) - WARNING_NAME_LIMIT
+    return f"{shown} and {more} more" if more > 0 else shown
+
+
+# --- the plugin ----------------------------------------------------------------------------------------
+
+
+class _OptionsAsModule:
+    """What ModalSession reads from a module (``params``), filled from the inventory's options."""
+
+    def __init__(self, params: dict[str, t.Any]) -> None:
+        self.params = params
+
+    def fail_json(self, **kwargs: t.Any) -> t.NoReturn:
+        raise AnsibleError(kwargs.get("msg", "mngr.modal inventory failed"))
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    """The ``mngr.modal.modal`` inventory plugin."""
+
+    NAME = "mngr.modal.modal"
+
+    def verify_file(self, path: str) -> bool:
+        if not super().verify_file(path):
+            return False
+        return path.endswith(("modal.yml", "modal.yaml"))
+
+    def parse(self, inventory: t.Any, loader: t.Any, path: str, cache: bool = True) -> None:
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        raw = self._raw_data(path, cache)
+        self._populate(raw)
+
+    # -- raw data, from the cache or from Modal ---------------------------------------------------------
+
+    def _wanted_apps(self) -> list[str]:
+        apps = [to_text(app) for app in (self.get_option("app") or []) if app]
+        if not apps:
+            raise AnsibleParserError("The option app is empty: name at least one Modal app.")
+        return list(dict.fromkeys(apps))
+
+    def _raw_data(self, path: str, cache: bool) -> dict[str, t.Any]:
+        use_cache = bool(self.get_option("cache"))
+        cache_key = self.get_cache_key(path)
+        if use_cache and cache:
+            try:
+                raw = self._cache[cache_key]
+            except KeyError:
+                raw = None
+            if self._raw_fits(raw):
+                return raw
+        raw = self._fetch_raw()
+        if use_cache:
+            self._cache[cache_key] = raw
+        return raw
+
+    def _raw_fits(self, raw: t.Any) -> bool:
+        """Whether cached raw data answers the current options (same apps, records read if needed)."""
+        if not isinstance(raw, dict) or raw.get("format") != RAW_FORMAT:
+            return False
+        apps = [app_data.get("app") for app_data in raw.get("apps", [])]
+        if apps != self._wanted_apps():
+            return False
+        return all(app_data.get("records_read") for app_data in raw["apps"]) or not self._read_records()
+
+    def _read_records(self) -> bool:
+        return bool(self.get_option("host_records"))
+
+    def _template_option(self, name: str) -> str | None:
+        value = self.get_option(name)
+        if value is None or value == "":
+            return None
+        self.templar.available_variables = self._vars or {}
+        rendered = self.templar.template(value)
+        return to_text(rendered) or None
+
+    def _fetch_raw(self) -> dict[str, t.Any]:
+        """Read every configured app from Modal; raise AnsibleParserError when Modal cannot be read at all."""
+        if not HAS_MODAL:
+            raise AnsibleParserError(f"{missing_required_lib('modal')} ({MODAL_IMPORT_ERROR})")
+        if self.get_option("include_stopped") and not self._read_records():
+            display.warning("mngr.modal.modal: include_stopped needs host_records; stopped hosts are not listed.")
+        params = {
+            "token_id": self._template_option("token_id"),
+            "token_secret": self._template_option("token_secret"),
+            "environment": self.get_option("environment") or None,
+            "app": None,
+            "key_dir": self.get_option("key_dir"),
+        }
+        session = ModalSession(_OptionsAsModule(params))
+        reader = ModalReader(session, int(self.get_option("max_concurrent_calls") or 1), self._warn)
+        try:
+            apps = [reader.app_data(app, self._read_records()) for app in self._wanted_apps()]
+        except ModalError as exc:
+            raise AnsibleParserError(f"mngr.modal.modal: {exc.msg}") from exc
+        finally:
+            session.close()
+        return {"format": RAW_FORMAT, "apps": apps}
+
+    @staticmethod
+    def _warn(message: str) -> None:
+        display.warning(f"mngr.modal.modal: {message}")
+
+    # -- hosts, variables and groups -------------------------------------------------------------------
+
+    def _key_dir(self) -> str:
+        return os.path.abspath(os.path.expanduser(self.get_option("key_dir") or DEFAULT_KEY_DIR))
+
+    def _populate(self, raw: dict[str, t.Any]) -> None:
+        prefix = self.get_option("hostvars_prefix") or ""
+        strict = self.get_option("strict")
+        hosts = select_hosts(
+            raw, dict(self.get_option("filters") or {}), bool(self.get_option("include_stopped")) and self._read_records(),
+            self._key_dir(), self.get_option("ssh_user"),
+        )
+        no_key, no_endpoint, renamed = [], [], []
+        taken: set[str] = set()
+        for host in hosts:
+            facts = {prefix + key: wrap_var(value) for key, value in host.facts.items()}
+            connection = {key: wrap_var(value) if isinstance(value, str) and key == "ansible_host" else value
+                          for key, value in host.connection.items()}
+            variables = dict(facts)
+            variables.update(connection)
+            name = self._inventory_name(host, variables, strict)
+            if name in taken:
+                renamed.append(f"{name} ({host.facts['host_id']})")
+                name = to_text(host.facts["host_id"])
+            taken.add(name)
+            self._add(name, host, variables, strict)
+            if host.running and not host.key_found:
+                no_key.append(name)
+            if not host.endpoint_known:
+                no_endpoint.append(name)
+        if no_key:
+            self._warn(
+                f"no SSH keys under {self._key_dir()} for {summarize(no_key)}: listed without "
+                "ansible_ssh_private_key_file. Copy the key folders from the machine that created them, or set key_dir."
+            )
+        if no_endpoint:
+            self._warn(f"no SSH endpoint known for {summarize(no_endpoint)}: listed without ansible_host and ansible_port.")
+        if renamed:
+            self._warn(f"several hosts share a name; these are listed under their host id instead: {summarize(renamed)}.")
+
+    def _add(self, name: str, host: InventoryHost, variables: dict[str, t.Any], strict: bool) -> None:
+        inventory = self.inventory
+        if host.running:
+            inventory.add_group(GROUP_ALL)
+            inventory.add_host(name, group=GROUP_ALL)
+            self._add_to(self._sanitize_group_name(f"modal_app_{host.app}"), name)
+            gpu = gpu_type(host.facts.get("gpu"))
+            if gpu:
+                self._add_to(self._sanitize_group_name(f"modal_gpu_{gpu.lower()}"), name)
+        else:
+            inventory.add_group(GROUP_STOPPED)
+            inventory.add_host(name, group=GROUP_STOPPED)
+        for key, value in variables.items():
+            inventory.set_variable(name, key, value)
+        self._set_composite_vars(self.get_option("compose"), variables, name, strict=strict)
+        self._add_host_to_composed_groups(self.get_option("groups"), variables, name, strict=strict)
+        self._add_host_to_keyed_groups(self.get_option("keyed_groups"), variables, name, strict=strict)
+
+    def _add_to(self, group: str, host_name: str) -> None:
+        group = self.inventory.add_group(group)
+        self.inventory.add_child(group, host_name)
+
+    def _inventory_name(self, host: InventoryHost, variables: dict[str, t.Any], strict: bool) -> str:
+        """The first usable result of the ``hostnames`` entries, else the host's own name (else its id)."""
+        for entry in self.get_option("hostnames") or []:
+            try:
+                if "{{" in entry or "{%" in entry:
+                    self.templar.available_variables = variables
+                    value = self.templar.template(entry)
+                else:
+                    value = self._compose(entry, variables)
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                if strict:
+                    raise AnsibleParserError(f"Could not evaluate hostnames entry {entry!r} for {host.name}: {exc}") from exc
+                continue
+            name = safe_inventory_name(to_text(value) if value is not None else None)
+            if name:
+                return name
+        try:
+            return validate_host_name(host.name)
+        except HostError:
+            return to_text(host.facts["host_id"])
