@@ -16,39 +16,33 @@ options:
         C(~/.modal.toml). When neither is given, the Modal SDK's own configuration applies
         (E(MODAL_TOKEN_ID)/E(MODAL_TOKEN_SECRET), then the active profile in C(~/.modal.toml)).
       - Create a token with C(modal token new), or in the Modal dashboard.
+      - When unset, the environment variable E(MODAL_TOKEN_ID) is used.
     type: str
-    env:
-      - name: MODAL_TOKEN_ID
   token_secret:
     description:
       - Secret of the Modal API token (the C(as-...) part). Never logged.
+      - When unset, the environment variable E(MODAL_TOKEN_SECRET) is used.
     type: str
-    env:
-      - name: MODAL_TOKEN_SECRET
   environment:
     description:
       - Name of the Modal environment the app lives in.
-      - When unset, the workspace's default environment is used.
+      - When unset, the environment variable E(MODAL_ENVIRONMENT), else the workspace's default environment.
     type: str
-    env:
-      - name: MODAL_ENVIRONMENT
   app:
     description:
       - Name of the Modal app that holds the hosts of this installation, and prefix of its state volume
         (C(<app>-state)) where host records and the snapshot catalog live.
       - Hosts are looked up by name within this app only.
+      - When unset, the environment variable E(MNGR_MODAL_APP), else C(mngr-modal).
     type: str
     default: mngr-modal
-    env:
-      - name: MNGR_MODAL_APP
   key_dir:
     description:
       - Folder on the controller where each host's SSH client key, host key and pinned C(known_hosts) file are kept,
         one sub-folder per host (folders mode 0700, keys mode 0600).
-      - When unset, C(~/.mngr-modal/keys) of the user running Ansible.
+      - When unset, the environment variable E(MNGR_MODAL_KEY_DIR), else C(~/.mngr-modal/keys) of the user
+        running Ansible.
     type: path
-    env:
-      - name: MNGR_MODAL_KEY_DIR
 notes:
   - The Modal SDK honours E(MODAL_SERVER_URL); point it at another API endpoint (for example a local
     C(modal-emulator serve)) and every module follows it.

@@ -16,7 +16,7 @@ name: modal
 short_description: Modal sandboxes managed by mngr.modal as an inventory source
 version_added: 0.1.0
 author:
-  - mngr.modal authors
+  - The mngr.modal authors (@mngr-modal)
 description:
   - Lists the hosts that the M(mngr.modal.modal_sandbox) module manages in one or more Modal apps and makes each
     running host an Ansible host reachable over SSH, with its key and its pinned host key.
@@ -70,7 +70,7 @@ options:
       - name: MODAL_TOKEN_SECRET
   filters:
     description:
-      - User tags that a host must carry, with these exact values, to be listed (for example C({role: web})).
+      - User tags that a host must carry, with these exact values, to be listed (for example V(role=web)).
       - Tags are the ones given to M(mngr.modal.modal_sandbox) with O(mngr.modal.modal_sandbox#module:tags).
     type: dict
     default: {}

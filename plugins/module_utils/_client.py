@@ -141,7 +141,8 @@ def map_error(exc: BaseException, server_url: str) -> ModalError:
             "environment; check the environment option and the token's workspace (`modal token info`).",
             code=status,
         )
-    if kind in ("ConnectionError", "ConnectionRefusedError", "RetryTimeoutError") or isinstance(exc, (OSError, TimeoutError)):
+    # Only network failures mean "unreachable": other OSErrors (a missing file, a full disk) are not the server's fault.
+    if kind in ("ConnectionError", "RetryTimeoutError") or isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
         return ModalError(
             f"Cannot reach the Modal API at {server_url}: {text}. Check the network, or MODAL_SERVER_URL if it "
             "points at another server.",

@@ -309,7 +309,7 @@ class SnapshotCatalog:
         if not ref:
             raise SnapshotError("snapshot must be a snapshot name, HOST/NAME or an image id (im-...), got an empty value")
         if "/" in ref:
-            host_name, _, name = ref.partition("/")
+            host_name, _slash, name = ref.partition("/")
             other_id = (host_ids_by_name or {}).get(host_name)
             if other_id is None:
                 raise SnapshotError(f"snapshot {ref!r}: there is no host named {host_name!r}")

@@ -41,6 +41,8 @@ options:
   state:
     description:
       - V(present) and V(started) make sure a running sandbox exists for the host, creating it if there is none.
+      - A host whose sandbox ended without being stopped (its O(timeout) passed, or it crashed) gets a new sandbox
+        built from the requested spec; it keeps its id, name, tags and keys, and its files start afresh.
       - V(absent) terminates the host's sandbox and marks its record destroyed; the host's key folder is removed.
       - V(stopped), and V(started) for a host that is stopped, need host snapshots and fail with a
         "not yet supported" message in this version.
@@ -396,9 +398,12 @@ _ARG_RE = re.compile(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$", re.IGNORECAS
 _VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
-def plan_dockerfile(text: str, build_args: dict[str, str]) -> tuple[str, list[str], list[str]]:
-    """(base image, instructions to replay one per layer, warnings) for a single-stage Dockerfile.
+def plan_dockerfile(text: str, build_args: dict[str, str]) -> tuple[str, list[list[str]], list[str]]:
+    """(base image, layers to replay, warnings) for a single-stage Dockerfile.
 
+    Each layer is one instruction, preceded by the ``ARG`` lines declared before it: every layer is built
+    as its own small Dockerfile, and an ARG is in scope for the rest of the stage, so it has to be repeated
+    (an ARG line changes no file, so the layer still holds exactly one instruction's changes).
     ``ARG`` lines named in ``build_args`` are rewritten to carry the given value (an ARG before ``FROM`` is
     substituted into the ``FROM`` line); a build arg the file does not declare is an error.
     """
@@ -424,7 +429,8 @@ def plan_dockerfile(text: str, build_args: dict[str, str]) -> tuple[str, list[st
         )
     global_args: dict[str, str] = {}
     base = ""
-    steps: list[str] = []
+    args_in_scope: list[str] = []
+    steps: list[list[str]] = []
     warnings: list[str] = []
     seen_from = False
     for instruction in instructions:
@@ -436,7 +442,7 @@ def plan_dockerfile(text: str, build_args: dict[str, str]) -> tuple[str, list[st
             if not seen_from:
                 global_args[name] = value or ""
                 continue
-            steps.append(f"ARG {name}={value}" if value is not None else f"ARG {name}")
+            args_in_scope.append(f"ARG {name}={value}" if value is not None else f"ARG {name}")
             continue
         if keyword == "FROM":
             seen_from = True
@@ -457,7 +463,7 @@ def plan_dockerfile(text: str, build_args: dict[str, str]) -> tuple[str, list[st
             if keyword in ("SHELL", "ONBUILD"):
                 raise DockerfileError(f"Dockerfile instruction {keyword} is not supported ({instruction!r})")
             continue
-        steps.append(instruction)
+        steps.append(args_in_scope + [instruction])
     return base, steps, warnings
 
 
@@ -690,6 +696,10 @@ class ModalSandboxModule:
         if host is None:
             return self.create(name)
         if host.sandbox is None:
+            if host.record is not None and host.record.status == STATUS_RUNNING and host.name == name:
+                # Its sandbox ended without a stop (timeout, crash): start a new one from the build spec,
+                # keeping the host's id, keys and tags. There is no snapshot to restore.
+                return self.create(name, lost=host)
             self.module.fail_json(
                 msg=f"host {host.name} is stopped (no running sandbox). "
                     + NOT_YET_SUPPORTED.format(state=f"{params['state']} for a stopped host")
@@ -799,41 +809,61 @@ class ModalSandboxModule:
 
     # --- create ----------------------------------------------------------------------------------------
 
-    def create(self, name: str) -> dict[str, Any]:
+    def create(self, name: str, lost: Host | None = None) -> dict[str, Any]:
+        """Create a host, or a new sandbox for ``lost``, a host whose sandbox ended without a stop."""
         params = self.params
-        user_tags = self.requested_tags or {}
+        if lost is None:
+            user_tags = self.requested_tags or {}
+        else:
+            user_tags = merge_user_tags(lost.user_tags, self.requested_tags, params["purge_tags"])
         spec = dict(self.spec)
         self.changed = True
-        self.diff["before"] = {}
+        self.diff["before"] = self.describe(lost)
         self.diff["after"] = {"name": name, "state": "running", "tags": dict(user_tags),
                               "spec": {key: spec.get(key) for key in self.given_spec_keys}}
         if self.check_mode:
-            result = host_result(None, name, "running", user_tags, spec, None, None, self.session.key_dir,
-                                 self.session.app_name)
+            result = host_result(lost.host_id if lost else None, name, "running", user_tags, spec, None, None,
+                                 self.session.key_dir, self.session.app_name)
             return result
 
         for line in getattr(self, "dockerfile_plan", (None, None, []))[2]:
             self.warnings.append(line)
-        host_id = new_host_id()
-        folder = KeyFolder(self.session.key_dir, name)
-        if os.path.exists(folder.path) and folder.host_id() != host_id:
-            # A folder left by a destroyed host of the same name (live hosts were checked above): new host, new keys.
-            folder.remove()
-        folder.ensure(host_id)
-        record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
-                            ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
-                            authorized_keys=[params["ssh_public_key"].strip()] if params["ssh_public_key"] else [])
+        host_id = lost.host_id if lost else new_host_id()
+        # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
         image = self._build_image()
-        sandbox = None
+        folder = KeyFolder.locate(self.session.key_dir, name, host_id) if lost else None
+        if folder is None:
+            folder = KeyFolder(self.session.key_dir, name)
+            if os.path.exists(folder.path) and folder.host_id() != host_id:
+                # A folder left by a destroyed host of the same name (live hosts were checked above): new keys.
+                folder.remove()
+        elif folder.name != name:
+            folder = folder.move_to(name)
+        folder.ensure(host_id)
+        extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
+        if lost is not None and lost.record is not None:
+            record = lost.record
+            record.user_tags = dict(user_tags)
+            record.spec = spec
+            record.ssh_host_public_key = folder.read_public(HOST_KEY)
+            record.authorized_keys = sorted(set(record.authorized_keys) | set(extra_keys))
+            extra_keys = record.authorized_keys
+        else:
+            record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
+                                ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
+                                authorized_keys=extra_keys)
+        self.extra_authorized_keys = extra_keys
         try:
             sandbox = self._create_sandbox(image, host_id, name, user_tags)
             record.sandbox_id = sandbox.object_id
             endpoint = self._bootstrap(sandbox, folder)
             record.ssh_host, record.ssh_port = endpoint
             self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
+            record.status = STATUS_RUNNING
+            record.failure = None
             self.directory.store.put(record)
         except (CreateFailure, ModalError, OSError) as exc:
-            self._clean_up_failed_create(host_id, folder, record, str(exc))
+            self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=lost is not None)
             if isinstance(exc, CreateFailure):
                 raise
             if isinstance(exc, ModalError):
@@ -843,20 +873,27 @@ class ModalSandboxModule:
         return host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
                            self.session.key_dir, self.session.app_name)
 
-    def _clean_up_failed_create(self, host_id: str, folder: KeyFolder, record: HostRecord, reason: str) -> None:
-        """No orphans: terminate whatever sandbox this create started, record the failure, drop the keys."""
+    def _clean_up_failed_create(self, host_id: str, folder: KeyFolder, record: HostRecord, reason: str,
+                                keep_keys: bool = False) -> None:
+        """No orphans: terminate whatever sandbox this create started, record the failure, drop new keys.
+
+        A host that existed before (a new sandbox for a lost host) keeps its record status and keys, so the
+        next run tries again.
+        """
         try:
             self._terminate_all(host_id)
         except ModalError as exc:
             self.warnings.append(f"could not terminate the sandbox of the failed host {record.name}: {exc.msg}")
         try:
-            record.status = STATUS_FAILED
+            if not keep_keys:
+                record.status = STATUS_FAILED
             record.failure = reason[-2000:]
             record.sandbox_id = None
             self.directory.store.put(record)
         except ModalError:
             pass
-        folder.remove()
+        if not keep_keys:
+            folder.remove()
 
     def _build_image(self) -> Any:
         """Build the image before any sandbox exists, so a failed build can leave nothing behind."""
@@ -867,7 +904,7 @@ class ModalSandboxModule:
             context_dir = os.path.expanduser(spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"])))
             image = modal.Image.from_registry(base)
             for step in steps:
-                image = image.dockerfile_commands([step], context_dir=context_dir)
+                image = image.dockerfile_commands(step, context_dir=context_dir)
             description = f"the image from {spec['dockerfile']}"
         else:
             image = modal.Image.from_registry(spec["image"])
@@ -948,7 +985,7 @@ class ModalSandboxModule:
         """Keys in with one exec, sshd started with another, tunnel read and pinned, then a real login."""
         name = folder.name
         env = bootstrap_env(folder.read_public(CLIENT_KEY), folder.read_private(HOST_KEY), folder.read_public(HOST_KEY),
-                            [self.params["ssh_public_key"]] if self.params["ssh_public_key"] else None)
+                            self.extra_authorized_keys)
         setup = self.session.call(sandbox.exec, "sh", "-c", bootstrap_script(), env=env)
         code = self.session.call(setup.wait)
         output = self.session.call(setup.stdout.read) + self.session.call(setup.stderr.read)

@@ -17,7 +17,7 @@ description:
   - A snapshot can be restored with M(mngr.modal.modal_sandbox) (its C(snapshot) option, or O(state=started) after a
     stop, which restores the newest snapshot), and listed with M(mngr.modal.modal_snapshot_info).
   - O(state=absent) removes the snapshot from the catalog only. Modal keeps the image itself until it expires
-    (see O(ttl)): Modal offers no way to delete an image.
+    (see O(ttl)), because Modal offers no way to delete an image.
   - Taking a snapshot briefly disturbs the sandbox's tunnel, so afterwards the module logs in over SSH again
     (O(wait=true)) and re-pins the host key if the tunnel moved.
   - Run it on the controller (C(delegate_to=localhost)), where the hosts' key folders are.

@@ -9,8 +9,8 @@ module: modal_snapshot_info
 short_description: List the filesystem snapshots of Modal hosts
 version_added: 0.1.0
 description:
-  - Lists the snapshots taken with M(mngr.modal.modal_snapshot) (and by O(mngr.modal.modal_sandbox#module:state=stopped)),
-    newest first: those of the host O(host), or of every host of the app O(app).
+  - Lists the snapshots taken with M(mngr.modal.modal_snapshot), and by M(mngr.modal.modal_sandbox) when it stops a
+    host, newest first. Those of the host O(host), or of every host of the app O(app).
   - The list comes from the snapshot catalog on the app's state volume C(<app>-state), so it works for a host that
     has no running sandbox, for hosts that were destroyed while their snapshots were kept, and from any controller
     that uses the same Modal account (no SSH keys needed).
@@ -86,7 +86,9 @@ modal_snapshot_info:
       type: str
       sample: host-3f2a0c4e5b6d47e8a9b0c1d2e3f4a5b6
     host_state:
-      description: V(running), V(stopped), or V(destroyed) (the host is gone, its snapshots were kept).
+      description:
+        - The host's status as its record on the state volume has it. V(running), V(stopped), V(failed), or
+          V(destroyed) (the host is gone, its snapshots were kept).
       type: str
       sample: stopped
     created_at:
@@ -106,7 +108,7 @@ modal_snapshot_info:
       type: str
       sample: "2026-03-02T12:00:00+00:00"
     expired:
-      description: Whether O(expires_at) has passed; an expired snapshot can no longer be restored.
+      description: Whether RV(modal_snapshot_info[].expires_at) has passed; an expired snapshot can no longer be restored.
       type: bool
       sample: false
 """

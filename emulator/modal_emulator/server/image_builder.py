@@ -60,6 +60,12 @@ PYTHON_SHIM_FILES: list[tuple[str, bytes, int]] = [
 ]
 _DEBIAN_SLIM_TAG = re.compile(r"^python:[0-9.]+-slim-[a-z]+$")
 _ADD_PYTHON_SOURCE = "/python/."
+#: A RUN step only ``Image.debian_slim()``'s definition has; it tells that definition from a user's Dockerfile.
+_DEBIAN_SLIM_MARKER_STEP = ("RUN", "apt-get install -y gcc gfortran build-essential")
+
+
+def is_debian_slim_definition(instructions: list[tuple[str, str]]) -> bool:
+    return any((keyword, args.strip()) == _DEBIAN_SLIM_MARKER_STEP for keyword, args in instructions)
 
 
 def sha256_hex(*parts: Any) -> str:
@@ -359,7 +365,11 @@ class ImageBuild:
 
             await asyncio.to_thread(write_files_layer, store, PYTHON_SHIM_LAYER, PYTHON_SHIM_FILES)
         self.layers = [PYTHON_SHIM_LAYER]
-        self.skip_provisioning = bool(_DEBIAN_SLIM_TAG.match(tag))
+        # Only the SDK's own debian_slim() definition is skipped: a user's Dockerfile FROM the same tag
+        # has RUN steps that must run.
+        self.skip_provisioning = bool(_DEBIAN_SLIM_TAG.match(tag)) and is_debian_slim_definition(
+            dockerfile_instructions(self.definition.dockerfile_commands)
+        )
 
     def _layer_id(self, *step: Any) -> str:
         return "l-" + sha256_hex(self.layers, self.env, self.workdir, step, self.salt)[:40]

@@ -20,10 +20,13 @@ from typing import Any, AsyncIterator
 from modal_proto import api_pb2
 
 from .core import EmulatorState
+from .sandbox_net import has_connection_on, is_listening
 
 log = logging.getLogger("modal_emulator.server")
 
 STATUS = api_pb2.GenericResult
+#: How long after its timeout a timed-out exec is killed.
+EXEC_KILL_GRACE_SECS = 1.0
 #: Largest chunk sent in one stdio message.
 READ_CHUNK = 64 * 1024
 
@@ -155,6 +158,10 @@ class LiveSandbox:
         self.last_activity = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._terminating = False
+        self.ready = asyncio.Event()
+        self.ready_at: float | None = None
+        self.probe: api_pb2.Probe | None = None
+        self.tls_terminators: list[Any] = []
         if container is None:
             # Known from an earlier server process, or failed: nothing to read, nothing will change.
             self.finished.set()
@@ -189,12 +196,13 @@ class LiveSandbox:
         return metadata
 
     def tunnel_protos(self) -> list[api_pb2.TunnelData]:
-        return [
-            api_pb2.TunnelData(
-                host=host, port=port, unencrypted_host=host, unencrypted_port=port, container_port=int(container_port)
-            )
-            for container_port, (host, port) in sorted(self.row.get("tunnels", {}).items(), key=lambda kv: int(kv[0]))
-        ]
+        protos = []
+        for container_port, tunnel in sorted(self.row.get("tunnels", {}).items(), key=lambda kv: int(kv[0])):
+            if isinstance(tunnel, list):  # rows written by earlier versions: one raw endpoint
+                host, port = tunnel
+                tunnel = {"host": host, "port": port, "unencrypted_host": host, "unencrypted_port": port}
+            protos.append(api_pb2.TunnelData(container_port=int(container_port), **tunnel))
+        return protos
 
     def save(self) -> None:
         self.state.table("sandboxes").put(self.id, self.row)
@@ -203,9 +211,12 @@ class LiveSandbox:
         self.last_activity = time.monotonic()
 
     # -- life cycle ---------------------------------------------------------------------------
-    def start_watchers(self, timeout_secs: int, idle_timeout_secs: int) -> None:
+    def start_watchers(self, timeout_secs: int, idle_timeout_secs: int, probe: api_pb2.Probe | None = None) -> None:
         container = self.container
         assert container is not None
+        if probe is not None:
+            self.probe = probe
+            self._tasks.append(asyncio.create_task(self._probe_readiness(probe)))
         self._tasks.append(asyncio.create_task(pump(container.entrypoint.stdout, self.stdout)))
         self._tasks.append(asyncio.create_task(pump(container.entrypoint.stderr, self.stderr)))
         self._tasks.append(asyncio.create_task(self._watch_entrypoint()))
@@ -232,9 +243,18 @@ class LiveSandbox:
             log.info("sandbox %s reached its timeout of %ss", self.id, seconds)
             await self.finish(STATUS.GENERIC_STATUS_TIMEOUT, 124, f"timed out after {seconds}s")
 
+    def _init_pid(self) -> int | None:
+        return getattr(self.container, "init_pid", None)
+
+    def _tunnel_in_use(self) -> bool:
+        pid = self._init_pid()
+        ports = [int(port) for port in self.row.get("tunnels", {})]
+        return bool(pid and ports) and has_connection_on(pid, ports)
+
     async def _expire_when_idle(self, seconds: int) -> None:
+        # Activity, as Modal counts it: a running exec, stdin written, an open connection through a tunnel.
         while self.running:
-            busy = any(e.returncode is None for e in self.execs.values())
+            busy = any(e.returncode is None for e in self.execs.values()) or self._tunnel_in_use()
             idle_for = time.monotonic() - self.last_activity
             if busy:
                 self.touch()
@@ -243,6 +263,42 @@ class LiveSandbox:
                 await self.finish(STATUS.GENERIC_STATUS_IDLE_TIMEOUT, 0, f"idle for {seconds}s")
                 return
             await asyncio.sleep(min(1.0, max(0.1, seconds - idle_for)))
+
+    async def _probe_readiness(self, probe: api_pb2.Probe) -> None:
+        """Run the readiness probe every ``interval_ms`` until it passes once (then the sandbox is ready)."""
+        interval = max(probe.interval_ms, 10) / 1000.0
+        while self.running and self.container is not None:
+            if await self._probe_passes(probe):
+                self.ready_at = time.time()
+                self.ready.set()
+                log.info("sandbox %s is ready", self.id)
+                return
+            await asyncio.sleep(interval)
+
+    async def _probe_passes(self, probe: api_pb2.Probe) -> bool:
+        assert self.container is not None
+        if probe.HasField("tcp_port"):
+            pid = self._init_pid()
+            return pid is not None and is_listening(pid, probe.tcp_port)
+        try:
+            process = await self.container.exec(
+                list(probe.exec_command.argv), stdin=False, stdout=False, stderr=False
+            )
+            return await process.wait() == 0
+        except (RuntimeError, OSError) as exc:
+            log.debug("readiness probe of %s could not run: %s", self.id, exc)
+            return False
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait until the readiness probe passed (True), the sandbox finished or ``timeout`` passed (False)."""
+        ready = asyncio.ensure_future(self.ready.wait())
+        finished = asyncio.ensure_future(self.finished.wait())
+        try:
+            await asyncio.wait({ready, finished}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+            finished.cancel()
+        return self.ready.is_set()
 
     async def finish(self, status: int, exitcode: int = 0, exception: str = "") -> None:
         """Record the final result (first one wins) and stop the container."""
@@ -258,6 +314,8 @@ class LiveSandbox:
             return
         self._terminating = True
         self.stdin.close()
+        for terminator in self.tls_terminators:
+            await terminator.close()
         try:
             await self.container.terminate()
         except Exception:  # noqa: BLE001 - a failed teardown must not hide the result
@@ -266,7 +324,7 @@ class LiveSandbox:
             live_exec.stdin.close()
         current = asyncio.current_task()
         for task in self._tasks:
-            if task is not current and task.get_coro().__name__.startswith("_expire"):
+            if task is not current and task.get_coro().__name__.startswith(("_expire", "_probe")):
                 task.cancel()
 
     async def wait(self, timeout: float | None) -> bool:
@@ -295,7 +353,10 @@ class LiveSandbox:
 
     async def _watch_exec(self, live_exec: LiveExec, timeout_secs: int) -> None:
         try:
-            live_exec.returncode = await asyncio.wait_for(live_exec.process.wait(), timeout_secs or None)
+            # The SDK gives up on the exec at its own deadline and reports -1; the kill comes just after,
+            # so that a client waiting at the deadline sees that -1 rather than the kill's 137.
+            limit = timeout_secs + EXEC_KILL_GRACE_SECS if timeout_secs else None
+            live_exec.returncode = await asyncio.wait_for(live_exec.process.wait(), limit)
         except asyncio.TimeoutError:
             log.info("exec %s in %s timed out after %ss", live_exec.exec_id, self.id, timeout_secs)
             live_exec.process.kill()

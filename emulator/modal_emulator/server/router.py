@@ -140,6 +140,19 @@ class RouterRpcs:
         live.touch()
         await stream.send_message(sr_pb2.SandboxStdinWriteV2Response())
 
+    # -- readiness ----------------------------------------------------------------------------
+    async def SandboxWaitUntilReady(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        live = sandbox_registry(self.state).by_task_id(request.task_id)
+        if live.probe is None:
+            self.state.abort(Status.FAILED_PRECONDITION, f"Sandbox {live.id} has no readiness probe")
+        if not await live.wait_ready(request.timeout or 300.0):
+            if not live.running:
+                self.state.abort(Status.FAILED_PRECONDITION, f"Sandbox {live.id} finished before it was ready")
+            self.state.abort(Status.DEADLINE_EXCEEDED, f"Sandbox {live.id} was not ready in time")
+        ready_at = live.ready_at or 0.0
+        await stream.send_message(sr_pb2.SandboxWaitUntilReadyTcrResponse(ready_at=ready_at))
+
     # -- snapshots ----------------------------------------------------------------------------
     async def TaskSnapshotFilesystem(self, stream: Any) -> None:
         request = await stream.recv_message()

@@ -21,9 +21,11 @@ from modal_proto import api_pb2
 from . import hooks
 from .apps import env_from_sources, fresh_token, secret_env
 from .core import EmulatorState
+from .fs_tools import ensure_fs_tools_layer
 from .image_builder import DEFAULT_PATH
 from .images import image_registry
 from .live import STATUS, LiveSandbox
+from .tls_tunnels import TlsTerminator, server_context
 
 log = logging.getLogger("modal_emulator.server")
 
@@ -112,6 +114,7 @@ class SandboxRegistry:
         layers = list(image["layers"])
         for mount_id in definition.mount_ids:
             layers.append(await images.ensure_mount_layer(mount_id))
+        layers.append(await ensure_fs_tools_layer(self.state))
         env = {
             "PATH": DEFAULT_PATH,
             **(image.get("env") or {}),
@@ -140,6 +143,11 @@ class SandboxRegistry:
             container = await Container.start(self.state.require_store(), spec)
         except RuntimeError as exc:
             self.state.abort(Status.FAILED_PRECONDITION, f"could not start the sandbox: {exc}")
+        try:
+            tunnels, terminators = await self._tls_tunnels(definition, container.tunnels)
+        except BaseException:
+            await container.terminate()
+            raise
         row = {
             "id": sandbox_id,
             "task_id": task_id,
@@ -150,16 +158,43 @@ class SandboxRegistry:
             "created_at": self._created_at(),
             "timeout_secs": definition.timeout_secs,
             "idle_timeout_secs": definition.idle_timeout_secs,
-            "tunnels": {str(port): [host, host_port] for port, (host, host_port) in container.tunnels.items()},
+            "tunnels": tunnels,
             "result": None,
             "v2": v2,
         }
         live = LiveSandbox(self.state, row, container)
+        live.tls_terminators = terminators
         live.save()
         self._register(live)
-        live.start_watchers(definition.timeout_secs, definition.idle_timeout_secs)
+        live.start_watchers(
+            definition.timeout_secs,
+            definition.idle_timeout_secs,
+            definition.readiness_probe if definition.HasField("readiness_probe") else None,
+        )
         log.info("sandbox %s started (task %s, image %s)", sandbox_id, task_id, definition.image_id)
         return live
+
+    async def _tls_tunnels(
+        self, definition: api_pb2.Sandbox, forwarded: dict[int, tuple[str, int]]
+    ) -> tuple[dict[str, dict[str, Any]], list[TlsTerminator]]:
+        """A TLS endpoint in front of every forwarded port; the raw one is reported for unencrypted ports."""
+        unencrypted = {port.port for port in definition.open_ports.ports if port.unencrypted}
+        tunnels: dict[str, dict[str, Any]] = {}
+        terminators: list[TlsTerminator] = []
+        try:
+            for container_port, (host, host_port) in forwarded.items():
+                terminator = TlsTerminator(target=(host, host_port))
+                terminators.append(terminator)
+                tls_port = await terminator.start(server_context(self.state))
+                tunnel: dict[str, Any] = {"host": host, "port": tls_port}
+                if container_port in unencrypted:
+                    tunnel.update(unencrypted_host=host, unencrypted_port=host_port)
+                tunnels[str(container_port)] = tunnel
+        except BaseException:
+            for terminator in terminators:
+                await terminator.close()
+            raise
+        return tunnels, terminators
 
     def _volumes(self, definition: api_pb2.Sandbox) -> list[tuple[pathlib.Path, str, bool]]:
         if not definition.volume_mounts:

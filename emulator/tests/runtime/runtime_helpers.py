@@ -38,5 +38,6 @@ async def sh(container: Container, script: str, stdin: bytes | None = None, **kw
         process.stdin.write(stdin)
         await process.stdin.drain()
     process.stdin.close()
-    out, err = await asyncio.gather(process.stdout.read(), process.stderr.read())
+    # Bounded: a test must fail, not hang, if something keeps the output pipes open.
+    out, err = await asyncio.wait_for(asyncio.gather(process.stdout.read(), process.stderr.read()), 60)
     return await asyncio.wait_for(process.wait(), 30), out.decode(), err.decode()

@@ -66,7 +66,7 @@ def test_terminate_leaves_no_process_mount_netns_tunnel_or_files(store: Store) -
         container = await Container.start(store, spec(ports=[8080], cpu=1.0))
         try:
             background = await container.exec(["sleep", "1000"])
-            _, inner_pid, _ = await sh(container, "sleep 1000 & echo $!")
+            _, inner_pid, _ = await sh(container, "sleep 1000 >/dev/null 2>&1 & echo $!")
             pids = [container.init_pid, container.entrypoint.pid, background.pid]
             starts = [process_start_time(pid) for pid in pids]
             netns = os.stat(f"/proc/{container.init_pid}/ns/net").st_ino

@@ -118,7 +118,7 @@ def test_list_is_newest_first_per_host_and_for_all():
     old = record("old", created="2026-01-01T00:00:00+00:00")
     new = record("new", created="2026-01-02T00:00:00+00:00")
     other = record("other", host_id="host-b", host_name="beta", created="2026-01-03T00:00:00+00:00")
-    catalog, _ = catalog_with(old, new, other)
+    catalog, _files = catalog_with(old, new, other)
     assert [r.name for r in catalog.list("host-a")] == ["new", "old"]
     assert [r.name for r in catalog.list()] == ["other", "new", "old"]
     assert catalog.newest("host-a").name == "new"
@@ -168,7 +168,7 @@ def test_add_is_exclusive_unless_overwrite_and_remove():
 def test_newest_skips_expired_snapshots():
     expired = record("expired", created="2026-01-02T00:00:00+00:00", expires_at="2000-01-01T00:00:00+00:00")
     usable = record("usable", created="2026-01-01T00:00:00+00:00")
-    catalog, _ = catalog_with(expired, usable)
+    catalog, _files = catalog_with(expired, usable)
     assert catalog.newest("host-a").name == "usable"
     assert catalog.newest("host-a", usable_only=False).name == "expired"
 
@@ -177,7 +177,7 @@ def test_find_by_name_id_and_host_slash_name():
     mine = record("base", image_id="im-mine")
     theirs = record("base", host_id="host-b", host_name="beta", image_id="im-theirs")
     only_theirs = record("solo", host_id="host-b", host_name="beta", image_id="im-solo")
-    catalog, _ = catalog_with(mine, theirs, only_theirs)
+    catalog, _files = catalog_with(mine, theirs, only_theirs)
     assert catalog.find("base", host_id="host-a").image_id == "im-mine"
     assert catalog.find("im-theirs", host_id="host-a").host_id == "host-b"
     assert catalog.find("solo", host_id="host-a").image_id == "im-solo"
@@ -216,7 +216,7 @@ def direct_call(fn, *args, **kwargs):
 
 
 def test_take_snapshot_records_and_clears_the_journal(tmp_path):
-    catalog, _ = catalog_with()
+    catalog, _files = catalog_with()
     journal = Journal(str(tmp_path))
     sandbox = FakeSandbox()
     rec, written = take_snapshot(direct_call, catalog, journal, sandbox, "host-a", "alpha", {"cpu": 1.0}, name="s1",
@@ -229,17 +229,17 @@ def test_take_snapshot_records_and_clears_the_journal(tmp_path):
 
 def test_take_snapshot_ttl_zero_keeps_the_image(tmp_path):
     sandbox = FakeSandbox()
-    rec, _ = take_snapshot(direct_call, catalog_with()[0], Journal(str(tmp_path)), sandbox, "host-a", "alpha", {},
-                           name="s", ttl=0)
+    rec, _written = take_snapshot(direct_call, catalog_with()[0], Journal(str(tmp_path)), sandbox, "host-a",
+                                  "alpha", {}, name="s", ttl=0)
     assert sandbox.calls[0]["ttl"] is None and rec.expires_at is None
 
 
 def test_default_names_taken_in_the_same_second_get_suffixes(tmp_path):
-    catalog, _ = catalog_with()
+    catalog, _files = catalog_with()
     journal = Journal(str(tmp_path))
     sandbox = FakeSandbox()
     names = set()
-    for _ in range(3):
+    for _attempt in range(3):
         rec, written = take_snapshot(direct_call, catalog, journal, sandbox, "host-a", "alpha", {}, kind=KIND_STOP)
         assert written
         names.add(rec.name)
@@ -249,7 +249,7 @@ def test_default_names_taken_in_the_same_second_get_suffixes(tmp_path):
 
 def test_explicit_name_taken_by_a_racing_run_returns_the_winner_with_a_warning(tmp_path):
     winner = record("race", image_id="im-winner")
-    catalog, _ = catalog_with(winner)
+    catalog, _files = catalog_with(winner)
     rec, written = take_snapshot(direct_call, catalog, Journal(str(tmp_path)), FakeSandbox(), "host-a", "alpha", {},
                                  name="race")
     assert not written and rec.image_id == "im-winner"
@@ -260,7 +260,7 @@ def test_explicit_name_taken_by_a_racing_run_returns_the_winner_with_a_warning(t
 
 
 def test_parallel_snapshots_all_survive(tmp_path):
-    catalog, _ = catalog_with()
+    catalog, _files = catalog_with()
     journal = Journal(str(tmp_path))
     sandbox = FakeSandbox()
     results = []
@@ -273,7 +273,7 @@ def test_parallel_snapshots_all_survive(tmp_path):
         thread.start()
     for thread in threads:
         thread.join()
-    assert all(written for _, written in results)
+    assert all(written for _record, written in results)
     assert sorted(r.name for r in catalog.list("host-a")) == sorted(f"p{i}" for i in range(10))
     assert len({r.image_id for r in catalog.list("host-a")}) == 10
 
@@ -291,7 +291,7 @@ def test_a_crash_before_the_write_is_recovered_from_the_journal(tmp_path):
     assert [(r.name, r.image_id) for r in pending] == [("s", "im-1")]
     assert journal.pending("host-b") == []
 
-    catalog, _ = catalog_with()
+    catalog, _files = catalog_with()
     recovered = recover_journal(catalog, journal, "host-a")
     assert [r.name for r in recovered] == ["s"]
     assert catalog.get("host-a", "s").image_id == "im-1"
@@ -301,7 +301,7 @@ def test_a_crash_before_the_write_is_recovered_from_the_journal(tmp_path):
 def test_recovery_does_not_replace_a_record_of_another_image(tmp_path):
     journal = Journal(str(tmp_path))
     journal.write(record("s", image_id="im-lost"))
-    catalog, _ = catalog_with(record("s", image_id="im-other"))
+    catalog, _files = catalog_with(record("s", image_id="im-other"))
     assert recover_journal(catalog, journal) == []
     assert catalog.get("host-a", "s").image_id == "im-other"
     assert "im-lost" in catalog.warnings[0]
@@ -364,6 +364,11 @@ class FakeVolume:
         return Batch()
 
 
+class MissingVolume(FakeVolume):
+    def hydrate(self):
+        raise NotFoundError("volume not found")
+
+
 class FakeSession:
     def __init__(self, volume, exists=True):
         self.environment = None
@@ -374,9 +379,7 @@ class FakeSession:
         def from_name(name, environment_name=None, create_if_missing=False, client=None):
             outer.looked_up = (name, create_if_missing)
             if not exists and not create_if_missing:
-                broken = FakeVolume()
-                broken.hydrate = lambda: (_ for _ in ()).throw(NotFoundError(name))
-                return broken
+                return MissingVolume()
             return volume
 
         self.modal = types.SimpleNamespace(

@@ -31,14 +31,15 @@ def test_plan_rewrites_args_and_resolves_from():
     text = "ARG BASE=debian:bookworm-slim\nFROM ${BASE}\nARG VERSION=1.0\nARG OTHER\nRUN echo $VERSION > /v\nCOPY app.txt /app/\nCMD [\"sleep\"]\n"
     base, steps, warnings = plan_dockerfile(text, {"VERSION": "2.5", "BASE": "python:3.11-slim"})
     assert base == "python:3.11-slim"
-    assert steps == ["ARG VERSION=2.5", "ARG OTHER", "RUN echo $VERSION > /v", "COPY app.txt /app/"]
+    args = ["ARG VERSION=2.5", "ARG OTHER"]
+    assert steps == [args + ["RUN echo $VERSION > /v"], args + ["COPY app.txt /app/"]]
     assert len(warnings) == 1 and "CMD" in warnings[0]
 
 
 def test_plan_keeps_defaults_without_build_args():
-    base, steps, _ = plan_dockerfile("FROM debian:bookworm-slim AS final\nARG V=1\n", {})
+    base, steps, _ = plan_dockerfile("FROM debian:bookworm-slim AS final\nRUN a\nARG V=1\nRUN b\n", {})
     assert base == "debian:bookworm-slim"
-    assert steps == ["ARG V=1"]
+    assert steps == [["RUN a"], ["ARG V=1", "RUN b"]]
 
 
 @pytest.mark.parametrize(
@@ -117,7 +118,7 @@ def test_dockerfile_build_arg_must_be_declared(tmp_path):
         validate(name="a", dockerfile=str(dockerfile), docker_build_args={"NOPE": "x"})
     assert "NOPE" in str(info.value)
     sandbox = validate(name="a", dockerfile=str(dockerfile), docker_build_args={"GREETING": "hello"})
-    assert sandbox.dockerfile_plan[1][0] == "ARG GREETING=hello"
+    assert sandbox.dockerfile_plan[1][0] == ["ARG GREETING=hello", "RUN echo $GREETING"]
 
 
 def test_absent_skips_spec_validation():
