@@ -15,7 +15,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # e2fsprogs/util-linux/iproute2: the emulator's layer store, mounts and namespaces; rsync: staging.
 need_pkgs=()
 for pair in ssh:openssh-client sshd:openssh-server mkfs.ext4:e2fsprogs losetup:mount nsenter:util-linux \
-            ip:iproute2 rsync:rsync tini:tini; do
+            ip:iproute2 rsync:rsync; do
     cmd=${pair%%:*} pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/usr/bin/$cmd" ]; then
         need_pkgs+=("$pkg")

@@ -408,7 +408,8 @@ def test_tags_and_list(my_app, tracked) -> None:
         assert sandbox.object_id.startswith("sb-")
     found = {sb.object_id for sb in modal.Sandbox.list(app_id=my_app.app_id, tags={"major_version": "1", "run": run})}
     assert found == {sandbox_v1_1.object_id, sandbox_v1_2.object_id}
-    found = [sb.object_id for sb in modal.Sandbox.list(tags={"minor_version": "2", "run": run})]
+    minor_2 = modal.Sandbox.list(app_id=my_app.app_id, tags={"minor_version": "2", "run": run})
+    found = [sb.object_id for sb in minor_2]
     assert found == [sandbox_v1_2.object_id]
 
 

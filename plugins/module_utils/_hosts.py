@@ -181,7 +181,7 @@ def parse_endpoint(text: str | None) -> tuple[str, int] | None:
     """``"host:port"`` -> (host, port); None when absent or malformed (callers then ask Modal)."""
     if not text or ":" not in text:
         return None
-    host, _, port = text.rpartition(":")
+    host, _sep, port = text.rpartition(":")
     if not host or not port.isdigit():
         return None
     return host, int(port)

@@ -340,7 +340,7 @@ def wait_for_ssh(host: str, port: int, private_key_file: str, known_hosts_file: 
         attempts += 1
         command = ssh_probe_command(host, port, private_key_file, known_hosts_file, ssh_binary)
         try:
-            result = run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+            result = run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
             if result.returncode == 0:
                 return attempts
             last_error = (result.stderr or "").strip() or f"ssh exited with {result.returncode}"

@@ -325,7 +325,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     STATUS_DESTROYED,
     STATUS_FAILED,
     STATUS_RUNNING,
-    TAG_HOST_ID,
     Host,
     HostDirectory,
     HostError,
@@ -559,11 +558,12 @@ class ModalSandboxModule:
                 raise HostError(f"ssh_public_key is not one OpenSSH public key line: {key[:60]!r}")
 
     def _check_dockerfile(self) -> None:
-        path = os.path.abspath(os.path.expanduser(self.spec["dockerfile"]))
+        # Paths from options arrive expanded (type=path); paths from build_args are expanded by _build_args.
+        path = os.path.abspath(self.spec["dockerfile"])
         if not os.path.isfile(path):
             raise DockerfileError(f"dockerfile {self.spec['dockerfile']} does not exist on the controller")
         context_dir = self.spec["context_dir"] or os.path.dirname(path)
-        if not os.path.isdir(os.path.expanduser(context_dir)):
+        if not os.path.isdir(context_dir):
             raise DockerfileError(f"context_dir {context_dir} is not a folder on the controller")
         with open(path, encoding="utf-8") as handle:
             self.dockerfile_text = handle.read()
@@ -901,7 +901,7 @@ class ModalSandboxModule:
         spec = self.spec
         if spec["dockerfile"]:
             base, steps, _warnings = self.dockerfile_plan
-            context_dir = os.path.expanduser(spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"])))
+            context_dir = spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"]))
             image = modal.Image.from_registry(base)
             for step in steps:
                 image = image.dockerfile_commands(step, context_dir=context_dir)

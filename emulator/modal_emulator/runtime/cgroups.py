@@ -89,6 +89,17 @@ def remove(dirs: list[Path] | list[str]) -> None:
         _remove_dir(Path(directory))
 
 
+def remove_group(state_dir: Path) -> None:
+    """Remove the emulator's parent groups once no sandbox is left (they are empty by then)."""
+    for controller in ("cpu", "memory"):
+        base = _v1_controller_dir(controller)
+        if base is not None:
+            try:
+                os.rmdir(base / group_name(state_dir))
+            except OSError:
+                pass  # absent, or still holding a sandbox
+
+
 def _remove_dir(directory: Path) -> None:
     deadline = time.monotonic() + 5
     while directory.exists():

@@ -281,10 +281,12 @@ class Container:
         await asyncio.to_thread(shutil.rmtree, self._dir, True)
 
     def _kill_all(self) -> None:
-        # SIGKILL to a PID namespace's init kills every process in the namespace.
-        if is_same_process(self.init_pid, self._init_start):
-            sigkill(self.init_pid)
+        # The launcher's group (unshare and the init) first: unshare reports a SIGKILLed child as a
+        # plain exit 1, so it must die together with the init. SIGKILL to a PID namespace's init kills
+        # every process in the namespace.
         if self.entrypoint is not None:
             self.entrypoint.kill()
+        if is_same_process(self.init_pid, self._init_start):
+            sigkill(self.init_pid)
         for process in list(self._execs):
             process.kill()

@@ -8,9 +8,11 @@ of the whole sandbox.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -56,11 +58,15 @@ def kill_sandbox(state_dir: Path, sandbox_id: str) -> bool:
     if record is None:
         return False
     killed = False
-    for role in ("init", "launcher"):
-        pid, start = record.get(f"{role}_pid", 0), record.get(f"{role}_start")
-        if is_same_process(pid, start):
-            sigkill(pid)
-            killed = True
+    # The launcher first, and with its whole process group (it and the init share it): unshare
+    # reports a SIGKILLed child as a plain exit 1, so it must die with the init, not after it.
+    if is_same_process(record.get("launcher_pid", 0), record.get("launcher_start")):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(record["launcher_pid"], signal.SIGKILL)
+        killed = True
+    if is_same_process(record.get("init_pid", 0), record.get("init_start")):
+        sigkill(record["init_pid"])
+        killed = True
     return killed
 
 

@@ -22,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from modal_emulator.runtime import cgroups
 from modal_emulator.runtime._host import mounts, mounts_under, require_root, tool
 
 
@@ -58,6 +59,7 @@ class Store:
         if self.is_mounted():
             self._unmount_all()
         self._detach_loop_devices()
+        cgroups.remove_group(self.state_dir)
 
     def is_mounted(self) -> bool:
         return any(m.mount_point == str(self.root) for m in mounts())

@@ -64,7 +64,7 @@ def test_invalid_host_names_name_the_value(name, fragment):
 
 
 def test_host_ids_are_unique_and_prefixed():
-    ids = {new_host_id() for _ in range(100)}
+    ids = {new_host_id() for _attempt in range(100)}
     assert len(ids) == 100
     assert all(i.startswith("host-") and len(i) == 37 for i in ids)
 

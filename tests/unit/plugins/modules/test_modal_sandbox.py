@@ -37,7 +37,7 @@ def test_plan_rewrites_args_and_resolves_from():
 
 
 def test_plan_keeps_defaults_without_build_args():
-    base, steps, _ = plan_dockerfile("FROM debian:bookworm-slim AS final\nRUN a\nARG V=1\nRUN b\n", {})
+    base, steps, _warnings = plan_dockerfile("FROM debian:bookworm-slim AS final\nRUN a\nARG V=1\nRUN b\n", {})
     assert base == "debian:bookworm-slim"
     assert steps == [["RUN a"], ["ARG V=1", "RUN b"]]
 
