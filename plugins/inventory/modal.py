@@ -22,8 +22,9 @@ description:
     running host an Ansible host reachable over SSH, with its key and its pinned host key.
   - The inventory source is a YAML file whose name ends in C(modal.yml) or C(modal.yaml)
     (for example C(hosts.modal.yml)) and that contains O(plugin=mngr.modal.modal).
-  - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_ssh_private_key_file) and
-    C(ansible_ssh_common_args) (strict host key checking against the host's pinned C(known_hosts) file), plus facts
+  - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_ssh_private_key_file),
+    C(ansible_ssh_common_args) (strict host key checking against the host's pinned C(known_hosts) file) and
+    C(ansible_ssh_host_key_checking=true) (so that C(host_key_checking=false) in C(ansible.cfg) cannot turn it off), plus facts
     prefixed with O(hostvars_prefix) - C(host_id), C(name), C(state), C(sandbox_id), C(app), C(tags), C(spec),
     C(gpu), C(created_at), C(started_at).
   - Default groups are C(modal) (every running host), C(modal_app_<app>) (per app), C(modal_gpu_<type>) (per GPU
@@ -468,6 +469,9 @@ def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: 
         if key_found:
             connection["ansible_ssh_private_key_file"] = folder.client_key
         connection["ansible_ssh_common_args"] = ssh_common_args(folder.known_hosts)
+        # ssh takes the first value of an option: with host_key_checking off in ansible.cfg, Ansible would put
+        # StrictHostKeyChecking=no before the arguments above. This host variable keeps checking on for these hosts.
+        connection["ansible_ssh_host_key_checking"] = True
     return InventoryHost(
         name=host.name, running=host.sandbox is not None, app=app, facts=facts, connection=connection,
         endpoint_known=bool(endpoint) or host.sandbox is None, key_found=key_found,

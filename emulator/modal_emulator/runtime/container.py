@@ -147,9 +147,16 @@ class Container:
         self.entrypoint = Process(launched.process)
         self.init_pid = launched.init_pid
         self._init_start = process_start_time(self.init_pid)
-        self._netns_fd = os.open(f"/proc/{self.init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._netns_fd = os.open(f"/proc/{self.init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, ProcessLookupError):
+            # The entrypoint already ran to its end (e.g. `echo hello`): the sandbox is finished before it
+            # could be reached, which is a valid life, not a failure to start. Nothing to tunnel into.
+            self._netns_fd = -1
         pidfiles.write(self.store.state_dir, spec.sandbox_id, self.init_pid, launched.process.pid,
                        self._cgroups.dirs)
+        if self._netns_fd < 0:
+            return
         for port in spec.ports:
             tunnel = Tunnel(self._netns_fd, port)
             self._tunnels.append(tunnel)

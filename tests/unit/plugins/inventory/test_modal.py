@@ -187,6 +187,7 @@ def test_running_hosts_get_connection_variables_and_facts(tmp_path):
     assert web1["ansible_ssh_private_key_file"] == folder.client_key
     assert f"UserKnownHostsFile={folder.known_hosts}" in web1["ansible_ssh_common_args"]
     assert "StrictHostKeyChecking=yes" in web1["ansible_ssh_common_args"]
+    assert web1["ansible_ssh_host_key_checking"] is True
     assert web1["modal_host_id"] == "host-1"
     assert web1["modal_sandbox_id"] == "sb-1"
     assert web1["modal_app"] == "shop"
