@@ -557,6 +557,14 @@ class ModalSandboxModule:
             if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$", key) or "\n" in key:
                 raise HostError(f"ssh_public_key is not one OpenSSH public key line: {key[:60]!r}")
 
+    def _check_recorded_spec(self) -> None:
+        """The checks of validate_inputs that depend on the controller, for a spec read from a host record."""
+        if self.spec.get("dockerfile"):
+            self._check_dockerfile()
+        for name in self.spec.get("secrets") or []:
+            if name not in os.environ:
+                raise BuildArgError(f"secret {name} names an environment variable that is not set on the controller")
+
     def _check_dockerfile(self) -> None:
         # Paths from options arrive expanded (type=path); paths from build_args are expanded by _build_args.
         path = os.path.abspath(self.spec["dockerfile"])
@@ -812,11 +820,21 @@ class ModalSandboxModule:
     def create(self, name: str, lost: Host | None = None) -> dict[str, Any]:
         """Create a host, or a new sandbox for ``lost``, a host whose sandbox ended without a stop."""
         params = self.params
+        spec = dict(self.spec)
         if lost is None:
             user_tags = self.requested_tags or {}
         else:
             user_tags = merge_user_tags(lost.user_tags, self.requested_tags, params["purge_tags"])
-        spec = dict(self.spec)
+            if lost.record is not None and lost.record.spec:
+                # The spec the host was created with, changed only where this task asks for something else.
+                spec = dict(lost.record.spec)
+                spec.update({key: self.spec[key] for key in self.given_spec_keys})
+                self.spec = spec
+                try:
+                    self._check_recorded_spec()
+                except (BuildArgError, DockerfileError) as exc:
+                    self.module.fail_json(msg=f"host {name} needs a new sandbox, but its recorded spec cannot be "
+                                              f"used on this controller: {exc}")
         self.changed = True
         self.diff["before"] = self.describe(lost)
         self.diff["after"] = {"name": name, "state": "running", "tags": dict(user_tags),

@@ -199,16 +199,17 @@ class SandboxRegistry:
     def _volumes(self, definition: api_pb2.Sandbox) -> list[tuple[pathlib.Path, str, bool]]:
         if not definition.volume_mounts:
             return []
-        volume_host_path = hooks.optional_function("volumes", "volume_host_path")
-        if volume_host_path is None:
+        volume_bind = hooks.optional_function("volumes", "volume_bind")
+        if volume_bind is None:
             self.state.abort(Status.UNIMPLEMENTED, "volumes are not supported by this emulator build")
         mounts = []
         for mount in definition.volume_mounts:
-            host_path = pathlib.Path(volume_host_path(self.state, mount.volume_id))
-            if mount.sub_path:
-                host_path = host_path / mount.sub_path.lstrip("/")
-                host_path.mkdir(parents=True, exist_ok=True)
-            mounts.append((host_path, mount.mount_path, mount.read_only))
+            try:
+                mounts.append(volume_bind(self.state, mount))
+            except KeyError:
+                self.state.abort(Status.NOT_FOUND, f"Volume {mount.volume_id} not found")
+            except ValueError as exc:
+                self.state.abort(Status.INVALID_ARGUMENT, f"volume mount at {mount.mount_path}: {exc}")
         return mounts
 
     async def shutdown(self) -> None:

@@ -85,9 +85,13 @@ def volume_bind(state: EmulatorState, mount: api_pb2.VolumeMount) -> tuple[pathl
             parts = split_volume_path(mount.sub_path)
         except InvalidVolumePath as exc:
             raise ValueError(str(exc)) from None
+        for depth in range(1, len(parts) + 1):
+            # Every component must be a real directory (or absent): a symlink written by a sandbox into
+            # the volume would otherwise make the bind mount point anywhere on the host.
+            step = host.joinpath(*parts[:depth])
+            if step.is_symlink() or (step.exists() and not step.is_dir()):
+                raise ValueError(f"sub_path {mount.sub_path!r} is not a directory in the volume")
         host = host.joinpath(*parts)
-        if host.is_symlink() or (host.exists() and not host.is_dir()):
-            raise ValueError(f"sub_path {mount.sub_path!r} is not a directory in the volume")
         host.mkdir(parents=True, exist_ok=True)
     return host, mount.mount_path, mount.read_only
 
