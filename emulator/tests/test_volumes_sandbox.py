@@ -72,3 +72,34 @@ def test_sub_path_mounts(app, sandboxes) -> None:
     code, _, err = run(other, "echo hi > /bob/note.txt")
     assert code == 0, err
     assert read_all(vol, "users/bob/note.txt") == b"hi\n"
+
+
+@pytest.mark.parametrize("sub_path", ["../escape", "/users/../../escape", "users/..", "/.."])
+def test_sub_path_cannot_leave_the_volume(app, sandboxes, sub_path: str) -> None:
+    """A sub_path with ``..`` is refused (INVALID_ARGUMENT), and nothing is created beside the volume."""
+    vol = modal.Volume.from_name("sandbox-vol-dotdot", create_if_missing=True)
+    with pytest.raises(modal.exception.InvalidError, match="not allowed"):
+        sandboxes.append(modal.Sandbox.create(app=app, volumes={"/data": vol.with_mount_options(sub_path=sub_path)}))
+
+
+def test_sub_path_through_a_symlink_is_refused(app, sandboxes) -> None:
+    """A symlink written into the volume by a sandbox cannot redirect a later sub_path mount."""
+    vol = modal.Volume.from_name("sandbox-vol-symlink", create_if_missing=True)
+    sb = modal.Sandbox.create(app=app, volumes={"/data": vol})
+    sandboxes.append(sb)
+    code, _, err = run(sb, "ln -s /etc /data/link && mkdir -p /data/real/dir")
+    assert code == 0, err
+    with pytest.raises(modal.exception.InvalidError, match="not a directory in the volume"):
+        sandboxes.append(modal.Sandbox.create(app=app, volumes={"/x": vol.with_mount_options(sub_path="/link/ssl")}))
+    ok = modal.Sandbox.create(app=app, volumes={"/x": vol.with_mount_options(sub_path="/real/dir")})
+    sandboxes.append(ok)
+    code, out, err = run(ok, "touch /x/made && ls /x")
+    assert (code, out) == (0, "made\n"), err
+
+
+def test_unknown_volume_is_not_found(app, sandboxes) -> None:
+    vol = modal.Volume.from_name("sandbox-vol-deleted", create_if_missing=True)
+    vol.hydrate()
+    modal.Volume.objects.delete("sandbox-vol-deleted")
+    with pytest.raises(modal.exception.NotFoundError):
+        sandboxes.append(modal.Sandbox.create(app=app, volumes={"/data": vol}))
