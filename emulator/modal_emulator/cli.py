@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fail this fraction of calls to RPC (or * for all) with a gRPC status (default UNAVAILABLE)",
     )
     serve.add_argument(
+        "--fault-seed",
+        type=int,
+        metavar="N",
+        help="seed the random choice of --fail, so that the same sequence of calls fails the same calls",
+    )
+    serve.add_argument(
         "--list-omits-details", action="store_true", help="leave tags and tunnels out of sandbox list pages"
     )
 
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             ready_file=args.ready_file,
             latency_ms=args.latency_ms,
             faults=faults,
+            fault_seed=args.fault_seed,
             list_omits_details=args.list_omits_details,
         )
         return run(options)

@@ -55,20 +55,7 @@ def test_dockerfile_copy_from_context(app, sandboxes, tmp_path: pathlib.Path) ->
     assert sorted(out.split("\n")[2:-1]) == ["pkg", "ran", "run.sh"]
 
 
-@pytest.mark.parametrize(
-    "version",
-    [
-        "3.13",
-        pytest.param(
-            "3.12",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the image builder's python shim already provides /usr/local/bin/python, so the SDK's "
-                "`RUN ln -s /usr/local/bin/python3 /usr/local/bin/python` step (releases before 20241008) fails",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("version", ["3.13", "3.12"])  # 3.12's standalone release adds a `ln -s` step
 def test_add_python(app, sandboxes, version: str) -> None:
     image = modal.Image.from_registry("debian:bookworm-slim", add_python=version)
     out = run(sandboxes, app, image, "python -c 'print(6 * 7)'")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import random
 import subprocess
 import sys
 import time
@@ -93,15 +94,38 @@ def test_fault_flag_fails_the_named_rpc(own_server: EmulatorProcess) -> None:
     assert modal.Secret.from_dict({"A": "1"}).hydrate().object_id.startswith("st-")
 
 
-@pytest.mark.server_args("--fail", "AppGetOrCreate=0.1")
+FAULT_RATE = 0.1
+FAULT_SEED = 1
+LOOKUPS = 20
+
+
+def faults_the_seed_injects(calls: int) -> int:
+    """How many AppGetOrCreate attempts the seeded server fails during ``calls`` SDK calls.
+
+    The server draws one number per attempt, the SDK makes up to 1 + DEFAULT_MAX_RETRIES attempts per call.
+    """
+    from modal._utils.grpc_utils import DEFAULT_MAX_RETRIES
+
+    rng = random.Random(FAULT_SEED)
+    faults = 0
+    for _ in range(calls):
+        for _attempt in range(1 + DEFAULT_MAX_RETRIES):
+            if rng.random() >= FAULT_RATE:
+                break
+            faults += 1
+        else:
+            raise AssertionError(f"seed {FAULT_SEED} fails every attempt of a call: choose another")
+    return faults
+
+
+@pytest.mark.server_args("--fail", f"AppGetOrCreate={FAULT_RATE}", "--fault-seed", str(FAULT_SEED))
 def test_retryable_faults_are_absorbed_by_sdk_retries(own_server: EmulatorProcess) -> None:
+    expected = faults_the_seed_injects(1 + LOOKUPS)
+    assert expected >= 2  # the seed exercises retries, including a retry that fails again
     app = modal.App.lookup("flaky", create_if_missing=True)
-    # Look up until at least one call met an injected fault (a few on average; 1e-3 chance of none in 60).
-    for _ in range(60):
+    for _ in range(LOOKUPS):
         assert modal.App.lookup("flaky").app_id == app.app_id
-        if "fault injected: AppGetOrCreate" in own_server.log_tail(100_000):
-            break
-    assert "fault injected: AppGetOrCreate" in own_server.log_tail(100_000)
+    assert own_server.log_tail(1_000_000).count("fault injected: AppGetOrCreate") == expected
 
 
 @pytest.mark.server_args("--list-omits-details")

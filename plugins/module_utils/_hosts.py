@@ -379,7 +379,8 @@ class VolumeRecordStore:
     """
 
     def __init__(self, call: Callable[..., Any], volume_name: str, environment: str | None, client: Any,
-                 create: bool) -> None:
+                 create: bool, from_name: Callable[..., Any] | None = None) -> None:
+        self._from_name = from_name  # modal.Volume.from_name unless given (tests pass a fake)
         self._call = call
         self._volume_name = volume_name
         self._environment = environment
@@ -390,10 +391,12 @@ class VolumeRecordStore:
 
     def _get_volume(self) -> Any:
         if self._volume is None and not self._missing:
-            import modal
-            import modal.exception
+            from_name = self._from_name
+            if from_name is None:
+                import modal  # pylint: disable=import-outside-toplevel
 
-            volume = modal.Volume.from_name(
+                from_name = modal.Volume.from_name
+            volume = from_name(
                 self._volume_name,
                 environment_name=self._environment,
                 create_if_missing=self._create,
@@ -515,6 +518,21 @@ class HostDirectory:
     def sandboxes_of(self, host_id: str) -> list[LiveSandbox]:
         """Every live sandbox tagged with ``host_id`` (normally one; more only after a crash mid-create)."""
         return [sb for sb in self.live_sandboxes() if sb.tags.get(TAG_HOST_ID) == host_id]
+
+    def tagged_sandbox_ids(self, host_id: str) -> list[str]:
+        """Ids of live sandboxes the server lists under the tag ``mngr_host_id=host_id`` (one list call).
+
+        Cheaper than a full listing; used for the after-create sweep, where missing one costs nothing.
+        """
+        if self.app is None:
+            return []
+        modal = self.session.modal
+        client = self.session.client
+        app_id = self.app.app_id
+        handles = self.session.call(
+            lambda: list(modal.Sandbox.list(app_id=app_id, tags={TAG_HOST_ID: host_id}, client=client))
+        )
+        return [handle.object_id for handle in handles]
 
     def forget(self) -> None:
         """Drop the cached list, so the next read sees sandboxes created or terminated since."""

@@ -880,6 +880,7 @@ class ModalSandboxModule:
             record.status = STATUS_RUNNING
             record.failure = None
             self.directory.store.put(record)
+            self._sweep_duplicates(host_id, sandbox.object_id)
         except (CreateFailure, ModalError, OSError) as exc:
             self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=lost is not None)
             if isinstance(exc, CreateFailure):
@@ -890,6 +891,15 @@ class ModalSandboxModule:
         host = Host(host_id, name, dict(user_tags), record=record, ssh_endpoint=endpoint)
         return host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
                            self.session.key_dir, self.session.app_name)
+
+    def _sweep_duplicates(self, host_id: str, keep: str) -> None:
+        """Terminate any other sandbox of this host: a retried create whose first attempt did reach Modal."""
+        modal = self.session.modal
+        for sandbox_id in self.directory.tagged_sandbox_ids(host_id):
+            if sandbox_id != keep:
+                handle = self.session.call(modal.Sandbox.from_id, sandbox_id, client=self.session.client)
+                self.session.call(handle.terminate)
+                self.warnings.append(f"terminated {sandbox_id}, a duplicate sandbox of host {host_id} left by a retried create")
 
     def _clean_up_failed_create(self, host_id: str, folder: KeyFolder, record: HostRecord, reason: str,
                                 keep_keys: bool = False) -> None:

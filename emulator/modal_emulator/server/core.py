@@ -39,6 +39,11 @@ Optional hooks a mixin module may provide (looked up by :mod:`modal_emulator.ser
 - ``server/volumes.py``: ``def volume_host_path(state: EmulatorState, volume_id: str) -> pathlib.Path``
   returns the host directory holding a volume's files, bind-mounted into sandboxes.
 
+Naming inside a mixin. All control-plane mixins become ONE class, so two mixins defining the same
+attribute would silently replace each other's. Every attribute that is not an RPC therefore carries
+its area as a prefix (``_vol_row``, ``_listing_live``, ``_router_exec``...), or is a module-level
+function; ``tests/test_servicer_composition.py`` fails when two mixins define the same name.
+
 Faults and latency (``--latency-ms``, ``--fail``) are applied to every RPC before its handler runs, by
 :class:`FaultInjector`, so mixins never deal with them.
 """

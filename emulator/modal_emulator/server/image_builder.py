@@ -22,7 +22,10 @@ How the emulator maps what Modal does with real registry images:
   directory download hundreds of megabytes, so those steps are skipped and listed in the build log.
   Its ``CMD`` (sleep) is kept. Later layers (``apt_install``, ``pip_install``, ``run_commands``) run for real.
 - ``add_python=...`` copies a standalone Python from a Modal-provided mount; it is skipped (the shims
-  above point to the host's ``python3``), which the build log says.
+  above point to the host's ``python3``), which the build log says. For older standalone releases the
+  SDK follows that copy with ``RUN ln -s /usr/local/bin/python3 /usr/local/bin/python``; the shim
+  already is ``/usr/local/bin/python`` (and there is no standalone ``python3`` to link to), so that exact
+  step is skipped too whenever the shim layer is part of the image, and the build log says so.
 - ``RUN`` steps run with the host's network (``apt-get``, ``pip`` work) and ``DEBIAN_FRONTEND=noninteractive``.
 """
 
@@ -60,6 +63,8 @@ PYTHON_SHIM_FILES: list[tuple[str, bytes, int]] = [
 ]
 _DEBIAN_SLIM_TAG = re.compile(r"^python:[0-9.]+-slim-[a-z]+$")
 _ADD_PYTHON_SOURCE = "/python/."
+#: What ``add_python`` adds after its copy for standalone releases that lack a ``python`` binary.
+_ADD_PYTHON_LINK_STEP = "ln -s /usr/local/bin/python3 /usr/local/bin/python"
 #: A RUN step only ``Image.debian_slim()``'s definition has; it tells that definition from a user's Dockerfile.
 _DEBIAN_SLIM_MARKER_STEP = ("RUN", "apt-get install -y gcc gfortran build-essential")
 
@@ -379,6 +384,9 @@ class ImageBuild:
         command = shlex.join(argv) if argv else args
         if self.skip_provisioning and not quiet:
             self.write(" ---> skipped: provisioning of the base image, provided by the host root\n")
+            return
+        if command.strip() == _ADD_PYTHON_LINK_STEP and PYTHON_SHIM_LAYER in self.layers:
+            self.write(" ---> skipped: /usr/local/bin/python is already the emulator's shim for the host's python3\n")
             return
         layer_id = self._layer_id("RUN", command, sorted(build_env))
         store = self.state.require_store()

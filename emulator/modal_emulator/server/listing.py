@@ -30,29 +30,29 @@ def tag_protos(tags: dict[str, str]) -> list[api_pb2.SandboxTag]:
 class TagsAndListRpcs:
     state: EmulatorState
 
-    def _live(self, sandbox_id: str) -> LiveSandbox:
+    def _listing_live(self, sandbox_id: str) -> LiveSandbox:
         return sandbox_registry(self.state).get(sandbox_id)
 
     # -- tags ---------------------------------------------------------------------------------
-    async def _tags_set(self, stream: Any) -> None:
+    async def _listing_tags_set(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live = self._live(request.sandbox_id)
+        live = self._listing_live(request.sandbox_id)
         live.row["tags"] = {tag.tag_name: tag.tag_value for tag in request.tags}
         live.save()
         await stream.send_message(Empty())
 
-    async def _tags_get(self, stream: Any) -> None:
+    async def _listing_tags_get(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live = self._live(request.sandbox_id)
+        live = self._listing_live(request.sandbox_id)
         await stream.send_message(api_pb2.SandboxTagsGetResponse(tags=tag_protos(live.row.get("tags") or {})))
 
-    SandboxTagsSetV2 = _tags_set
-    SandboxTagsSet = _tags_set
-    SandboxTagsGetV2 = _tags_get
-    SandboxTagsGet = _tags_get
+    SandboxTagsSetV2 = _listing_tags_set
+    SandboxTagsSet = _listing_tags_set
+    SandboxTagsGetV2 = _listing_tags_get
+    SandboxTagsGet = _listing_tags_get
 
     # -- list ---------------------------------------------------------------------------------
-    def _sandbox_info(self, live: LiveSandbox) -> api_pb2.SandboxInfo:
+    def _listing_sandbox_info(self, live: LiveSandbox) -> api_pb2.SandboxInfo:
         row = live.row
         info = api_pb2.SandboxInfo(
             id=live.id,
@@ -72,7 +72,7 @@ class TagsAndListRpcs:
             info.tunnels.extend(live.tunnel_protos())
         return info
 
-    async def _list(self, stream: Any) -> None:
+    async def _listing_list(self, stream: Any) -> None:
         request = await stream.recv_message()
         wanted = {tag.tag_name: tag.tag_value for tag in request.tags}
         app_ids: set[str] | None = None
@@ -95,14 +95,14 @@ class TagsAndListRpcs:
                 continue
             matches.append(live)
         matches.sort(key=lambda live: live.row["created_at"], reverse=True)
-        page = [self._sandbox_info(live) for live in matches[:LIST_PAGE_SIZE]]
+        page = [self._listing_sandbox_info(live) for live in matches[:LIST_PAGE_SIZE]]
         await stream.send_message(api_pb2.SandboxListResponse(sandboxes=page))
 
-    SandboxListV2 = _list
-    SandboxList = _list
+    SandboxListV2 = _listing_list
+    SandboxList = _listing_list
 
     # -- from_name ----------------------------------------------------------------------------
-    async def _from_name(self, stream: Any) -> None:
+    async def _listing_from_name(self, stream: Any) -> None:
         request = await stream.recv_message()
         app = find_app(self.state, request.app_name, environment_name(request.environment_name))
         if app is None:
@@ -122,5 +122,5 @@ class TagsAndListRpcs:
             )
         await stream.send_message(api_pb2.SandboxGetFromNameResponse(sandbox_id=live.id, metadata=live.metadata()))
 
-    SandboxGetFromNameV2 = _from_name
-    SandboxGetFromName = _from_name
+    SandboxGetFromNameV2 = _listing_from_name
+    SandboxGetFromName = _listing_from_name

@@ -28,13 +28,13 @@ class RouterRpcs:
     state: EmulatorState
 
     # -- lookups ------------------------------------------------------------------------------
-    def _running(self, task_id: str) -> LiveSandbox:
+    def _router_running(self, task_id: str) -> LiveSandbox:
         live = sandbox_registry(self.state).by_task_id(task_id)
         if not live.running or live.container is None:
             self.state.abort(Status.NOT_FOUND, f"Task {task_id} has finished")
         return live
 
-    def _exec(self, task_id: str, exec_id: str) -> LiveExec:
+    def _router_exec(self, task_id: str, exec_id: str) -> LiveExec:
         live = sandbox_registry(self.state).by_task_id(task_id)
         live_exec = live.execs.get(exec_id)
         if live_exec is None:
@@ -44,7 +44,7 @@ class RouterRpcs:
     # -- execs --------------------------------------------------------------------------------
     async def TaskExecStart(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live = self._running(request.task_id)
+        live = self._router_running(request.task_id)
         if not request.command_args:
             self.state.abort(Status.INVALID_ARGUMENT, "exec needs a command")
         env = secret_env(self.state, list(request.secret_ids))
@@ -67,7 +67,7 @@ class RouterRpcs:
 
     async def TaskExecStdioRead(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live_exec = self._exec(request.task_id, request.exec_id)
+        live_exec = self._router_exec(request.task_id, request.exec_id)
         stderr = request.file_descriptor == sr_pb2.TASK_EXEC_STDIO_FILE_DESCRIPTOR_STDERR
         buffer = live_exec.stderr if stderr else live_exec.stdout
         async for _, chunk in buffer.read_from(request.offset):
@@ -75,7 +75,7 @@ class RouterRpcs:
 
     async def TaskExecStdinWrite(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live_exec = self._exec(request.task_id, request.exec_id)
+        live_exec = self._router_exec(request.task_id, request.exec_id)
         await live_exec.stdin.write(request.offset, request.data, request.eof)
         await stream.send_message(sr_pb2.TaskExecStdinWriteResponse())
 
@@ -83,7 +83,7 @@ class RouterRpcs:
         first = await stream.recv_message()
         if first is None or not first.HasField("start"):
             self.state.abort(Status.INVALID_ARGUMENT, "the stdin stream must begin with a start message")
-        live_exec = self._exec(first.start.task_id, first.start.exec_id)
+        live_exec = self._router_exec(first.start.task_id, first.start.exec_id)
         offset = first.start.offset
         async for message in stream:
             if message.HasField("end"):
@@ -95,13 +95,13 @@ class RouterRpcs:
 
     async def TaskExecStdinStatus(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live_exec = self._exec(request.task_id, request.exec_id)
+        live_exec = self._router_exec(request.task_id, request.exec_id)
         await stream.send_message(
             sr_pb2.TaskExecStdinStatusResponse(num_bytes_written=live_exec.stdin.written, closed=live_exec.stdin.closed)
         )
 
     @staticmethod
-    def _exit_status(response: Any, returncode: int) -> Any:
+    def _router_exit_status(response: Any, returncode: int) -> Any:
         code, signal = exit_code(returncode)
         if signal is not None:
             response.signal = signal
@@ -111,17 +111,17 @@ class RouterRpcs:
 
     async def TaskExecWait(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live_exec = self._exec(request.task_id, request.exec_id)
+        live_exec = self._router_exec(request.task_id, request.exec_id)
         await live_exec.done.wait()
         assert live_exec.returncode is not None
-        await stream.send_message(self._exit_status(sr_pb2.TaskExecWaitResponse(), live_exec.returncode))
+        await stream.send_message(self._router_exit_status(sr_pb2.TaskExecWaitResponse(), live_exec.returncode))
 
     async def TaskExecPoll(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live_exec = self._exec(request.task_id, request.exec_id)
+        live_exec = self._router_exec(request.task_id, request.exec_id)
         response = sr_pb2.TaskExecPollResponse()
         if live_exec.done.is_set() and live_exec.returncode is not None:
-            self._exit_status(response, live_exec.returncode)
+            self._router_exit_status(response, live_exec.returncode)
         await stream.send_message(response)
 
     # -- V2 entrypoint stdio ------------------------------------------------------------------
@@ -135,7 +135,7 @@ class RouterRpcs:
 
     async def SandboxStdinWriteV2(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live = self._running(request.task_id)
+        live = self._router_running(request.task_id)
         await live.stdin.write(request.offset, request.data, request.eof)
         live.touch()
         await stream.send_message(sr_pb2.SandboxStdinWriteV2Response())
@@ -156,7 +156,7 @@ class RouterRpcs:
     # -- snapshots ----------------------------------------------------------------------------
     async def TaskSnapshotFilesystem(self, stream: Any) -> None:
         request = await stream.recv_message()
-        live = self._running(request.task_id)
+        live = self._router_running(request.task_id)
         assert live.container is not None
         image_id = self.state.new_id("im")
         layer_id = f"snap-{image_id}"
@@ -170,7 +170,7 @@ class RouterRpcs:
     async def TaskReloadVolumes(self, stream: Any) -> None:
         """Volumes are bind mounts of one host directory: every change is already visible."""
         request = await stream.recv_message()
-        self._running(request.task_id)
+        self._router_running(request.task_id)
         await stream.send_message(sr_pb2.TaskReloadVolumesResponse())
 
     async def TaskMountDirectory(self, stream: Any) -> None:

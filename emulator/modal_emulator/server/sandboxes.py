@@ -273,7 +273,7 @@ class SandboxRpcs:
         await stream.send_message(api_pb2.SandboxCreateResponse(sandbox_id=live.id, metadata=live.metadata()))
 
     # -- task id, router access ---------------------------------------------------------------
-    async def _get_task_id(self, stream: Any) -> None:
+    async def _sandbox_get_task_id(self, stream: Any) -> None:
         request = await stream.recv_message()
         live = self.sandboxes.get(request.sandbox_id)
         response = api_pb2.SandboxGetTaskIdResponse(task_id=live.task_id)
@@ -281,8 +281,8 @@ class SandboxRpcs:
             response.task_result.CopyFrom(live.result_proto())
         await stream.send_message(response)
 
-    SandboxGetTaskIdV2 = _get_task_id
-    SandboxGetTaskId = _get_task_id
+    SandboxGetTaskIdV2 = _sandbox_get_task_id
+    SandboxGetTaskId = _sandbox_get_task_id
 
     async def SandboxGetCommandRouterAccess(self, stream: Any) -> None:
         request = await stream.recv_message()
@@ -306,17 +306,17 @@ class SandboxRpcs:
         await stream.send_message(api_pb2.TaskGetCommandRouterAccessResponse(url=access.url, jwt=access.jwt))
 
     # -- wait, terminate ----------------------------------------------------------------------
-    async def _wait(self, stream: Any) -> None:
+    async def _sandbox_wait(self, stream: Any) -> None:
         request = await stream.recv_message()
         live = self.sandboxes.get(request.sandbox_id)
         if request.timeout > 0:
             await live.wait(min(request.timeout, 50.0))
         await stream.send_message(api_pb2.SandboxWaitResponse(result=live.result_proto(), metadata=live.metadata()))
 
-    SandboxWaitV2 = _wait
-    SandboxWait = _wait
+    SandboxWaitV2 = _sandbox_wait
+    SandboxWait = _sandbox_wait
 
-    async def _terminate(self, stream: Any) -> None:
+    async def _sandbox_terminate(self, stream: Any) -> None:
         request = await stream.recv_message()
         live = self.sandboxes.get(request.sandbox_id)
         response = api_pb2.SandboxTerminateResponse()
@@ -325,11 +325,11 @@ class SandboxRpcs:
         await live.finish(STATUS.GENERIC_STATUS_TERMINATED, 137, "terminated")
         await stream.send_message(response)
 
-    SandboxTerminateV2 = _terminate
-    SandboxTerminate = _terminate
+    SandboxTerminateV2 = _sandbox_terminate
+    SandboxTerminate = _sandbox_terminate
 
     # -- tunnels ------------------------------------------------------------------------------
-    async def _get_tunnels(self, stream: Any) -> None:
+    async def _sandbox_get_tunnels(self, stream: Any) -> None:
         request = await stream.recv_message()
         live = self.sandboxes.get(request.sandbox_id)
         await stream.send_message(
@@ -338,8 +338,8 @@ class SandboxRpcs:
             )
         )
 
-    SandboxGetTunnelsV2 = _get_tunnels
-    SandboxGetTunnels = _get_tunnels
+    SandboxGetTunnelsV2 = _sandbox_get_tunnels
+    SandboxGetTunnels = _sandbox_get_tunnels
 
     # -- V1 entrypoint stdio ------------------------------------------------------------------
     async def SandboxGetLogs(self, stream: Any) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pathlib
+import random
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class ServeOptions:
     ready_file: pathlib.Path | None = None
     latency_ms: int = 0
     faults: list[FaultRule] = field(default_factory=list)
+    fault_seed: int | None = None   # None: a different choice of failing calls on every run
     list_omits_details: bool = False
 
 
@@ -57,7 +59,9 @@ async def serve(options: ServeOptions) -> None:
         if start_http is not None:
             stop_http = await start_http(state)
         server = Server(build_servicers(state))
-        FaultInjector(latency_ms=options.latency_ms, rules=options.faults).attach(server)
+        FaultInjector(latency_ms=options.latency_ms, rules=options.faults, rng=random.Random(options.fault_seed)).attach(
+            server
+        )
         await server.start(options.host, options.port)
         assert server._server is not None
         port = server._server.sockets[0].getsockname()[1]

@@ -21,6 +21,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     HostRecord,
     LiveSandbox,
     MemoryRecordStore,
+    VolumeRecordStore,
     decode_sandbox_tags,
     encode_sandbox_tags,
     filter_hosts,
@@ -226,3 +227,87 @@ def test_memory_store():
     assert store.get("host-1") is record
     assert store.get("host-2") is None
     assert store.list() == [record]
+
+
+class NotFoundError(Exception):
+    """Named like modal.exception.NotFoundError, which is how the store recognizes a missing file or volume."""
+
+
+class FakeVolume:
+    """The part of modal.Volume the record store uses, over a dict of path -> bytes."""
+
+    def __init__(self, files=None, exists=True):
+        self.files = dict(files or {})
+        self.exists = exists
+
+    def hydrate(self):
+        if not self.exists:
+            raise NotFoundError("Volume not found")
+
+    def listdir(self, path):
+        entries = [type("Entry", (), {"path": p})() for p in self.files if p.startswith(path + "/")]
+        if not entries:
+            raise NotFoundError(path)
+        return entries
+
+    def read_file(self, path):
+        if path not in self.files:
+            raise NotFoundError(path)
+        yield self.files[path]
+
+    def batch_upload(self, force=False):
+        volume = self
+
+        class Batch:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            def put_file(self, fileobj, remote_path):
+                assert force
+                volume.files[remote_path.lstrip("/")] = fileobj.read()
+
+        return Batch()
+
+
+def store_over(volume, create=True):
+    """A VolumeRecordStore over a fake volume; checks the volume is asked for as the module would."""
+
+    def from_name(name, environment_name=None, create_if_missing=False, client=None):
+        assert name == "app-state"
+        assert create_if_missing is create
+        return volume
+
+    return VolumeRecordStore(lambda fn, *a, **k: fn(*a, **k), "app-state", None, None, create=create,
+                             from_name=from_name)
+
+
+def test_volume_store_round_trip_and_skips_bad_records():
+    volume = FakeVolume({"hosts/broken.json": b"{not json", "hosts/notes.txt": b"x"})
+    store = store_over(volume)
+    assert store.list() == []
+    record = HostRecord(host_id="host-1", name="web", user_tags={"a": "1"})
+    store.put(record)
+    assert "hosts/host-1.json" in volume.files
+    assert store.get("host-1").name == "web"
+    assert [r.host_id for r in store.list()] == ["host-1"]
+    assert store.get("host-2") is None
+
+
+def test_volume_store_empty_volume_lists_nothing():
+    assert store_over(FakeVolume()).list() == []
+
+
+def test_missing_volume_reads_as_empty_without_creating_it():
+    store = store_over(FakeVolume(exists=False), create=False)
+    assert store.list() == []
+    assert store.get("host-1") is None
+    with pytest.raises(RuntimeError):
+        store.put(HostRecord(host_id="host-1", name="web"))
+
+
+def test_missing_volume_is_an_error_when_it_should_exist():
+    with pytest.raises(NotFoundError):
+        store_over(FakeVolume(exists=False), create=True).list()
