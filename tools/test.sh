@@ -54,6 +54,10 @@ modal_env:
   MODAL_TOKEN_ID: ak-integration
   MODAL_TOKEN_SECRET: as-integration
   MODAL_CONFIG_PATH: "$MODAL_CONFIG_PATH"
+modal_server_url: "$url"
+modal_token_id: ak-integration
+modal_token_secret: as-integration
+modal_emulator: "$VENV/bin/modal-emulator"
 modal_emulator_state_dir: "$state"
 modal_key_dir: "$ROOT/build/integration-keys"
 YAML

@@ -18,6 +18,7 @@ the module's first-class options (a key set in both places is an error), validat
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shlex
 import typing as t
@@ -112,7 +113,8 @@ def _path(key: str, raw: t.Any) -> str:
     text = str(raw).strip()
     if not text:
         raise BuildArgError(f"{key} must be a path, got an empty value")
-    return text
+    # Options of type path are expanded by Ansible; build args are plain text, so expand them here alike.
+    return os.path.expanduser(text)
 
 
 def _region(raw: t.Any) -> str:

@@ -215,3 +215,11 @@ def test_bad_combinations(build_args, options, named):
     with pytest.raises(BuildArgError) as err:
         resolve_spec(parse_build_args(build_args), options)
     assert named in str(err.value)
+
+
+def test_paths_expand_the_home_folder(monkeypatch):
+    monkeypatch.setenv("HOME", "/home/someone")
+    assert parse_build_args("dockerfile=~/app/Dockerfile context_dir=~/app") == {
+        "dockerfile": "/home/someone/app/Dockerfile",
+        "context_dir": "/home/someone/app",
+    }
