@@ -20,4 +20,7 @@ export MODAL_CONFIG_PATH="$ROOT/build/demo-modal.toml"
 export MNGR_MODAL_KEY_DIR="$ROOT/build/demo-keys"
 rm -rf "$MNGR_MODAL_KEY_DIR"
 echo "Modal emulator at $MODAL_SERVER_URL (state in $state)"
-ansible-playbook -i localhost, "$ROOT/build/collections/ansible_collections/mngr/modal/playbooks/demo.yml" "$@"
+# The modules run on the controller, in the virtualenv's Python (it has the modal SDK).
+inventory="$ROOT/build/demo-inventory.ini"
+echo "localhost ansible_connection=local ansible_python_interpreter=$ROOT/.venv/bin/python" > "$inventory"
+ansible-playbook -i "$inventory" "$ROOT/build/collections/ansible_collections/mngr/modal/playbooks/demo.yml" "$@"

@@ -556,6 +556,9 @@ def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str,
         "private_key_file": f"{folder.path}/{CLIENT_KEY}",
         "known_hosts_file": f"{folder.path}/{KNOWN_HOSTS}",
         "common_args": ssh_common_args(known_hosts),
+        # For ansible_ssh_host_key_checking: with host key checking off in Ansible's configuration, Ansible puts
+        # StrictHostKeyChecking=no before ansible_ssh_common_args, and ssh keeps the first value of an option.
+        "host_key_checking": True,
     }
     return {
         "name": name,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: modal_sandbox
-short_description: Create, tag, rename and destroy Modal sandboxes as SSH hosts
+short_description: Create, tag, rename, stop, start and destroy Modal sandboxes as SSH hosts
 version_added: 0.1.0
 description:
   - Manages a I(host), that is a Modal sandbox that runs C(sshd) and is reachable over SSH as C(root), with a key
@@ -15,6 +15,10 @@ description:
     changes nothing the second time.
   - Each host keeps a record on the app's state volume C(<app>-state) (C(hosts/<host_id>.json)) with its name, user
     tags, build spec, SSH host public key and status, so other controllers and later operations can find it.
+  - Modal cannot pause a sandbox. O(state=stopped) takes a filesystem snapshot of the host and then terminates its
+    sandbox; O(state=started) gives the host a new sandbox from that snapshot, with the same host id, name, tags
+    and SSH keys (so the pinned host key stays the same; only the tunnel endpoint changes). Processes and memory
+    are not kept, files are.
   - Modal cannot resize a running sandbox. When the requested spec (cpu, memory, gpu, image...) differs from the
     spec a running host was created with, the module reports the difference in the diff and as a warning, and
     changes nothing. To apply a new spec, destroy the host (O(state=absent)) and create it again.
@@ -41,11 +45,19 @@ options:
   state:
     description:
       - V(present) and V(started) make sure a running sandbox exists for the host, creating it if there is none.
-      - A host whose sandbox ended without being stopped (its O(timeout) passed, or it crashed) gets a new sandbox
-        built from the requested spec; it keeps its id, name, tags and keys, and its files start afresh.
+        A new host is built from the requested spec, or from O(snapshot) when given.
+      - A host that exists but has no running sandbox (stopped, or its sandbox ended on its own because its
+        O(timeout) passed or it crashed) gets a new sandbox from the snapshot named by O(snapshot), else from its
+        newest snapshot that has not expired, else built from its recorded spec (its files then start afresh).
+        It keeps its id, name, tags and SSH keys. A host with neither a usable snapshot nor a recorded spec cannot
+        be started (an error says so).
+      - V(stopped) takes a snapshot of the host (kind V(stop), named O(snapshot) or C(stop-YYYY-MM-DD-HH-MM-SS)),
+        then terminates its sandbox. The host record keeps the status V(stopped) and the stop reason; the host
+        stays listed by M(mngr.modal.modal_sandbox_info) with state V(stopped). Stopping a stopped host changes
+        nothing. Stopping a host that does not exist is an error.
       - V(absent) terminates the host's sandbox and marks its record destroyed; the host's key folder is removed.
-      - V(stopped), and V(started) for a host that is stopped, need host snapshots and fail with a
-        "not yet supported" message in this version.
+        Its snapshots stay in the catalog (M(mngr.modal.modal_snapshot) deletes them), so a host of the same name,
+        or another host, can still be created from them with O(snapshot).
     type: str
     choices: [present, started, stopped, absent]
     default: present
@@ -150,6 +162,20 @@ options:
       - If no host is called O(name) but one is called O(new_name), the rename is considered done (and any part of
         it interrupted earlier is completed). Renaming onto the name of another host is an error.
     type: str
+  snapshot:
+    description:
+      - With O(state=present) or O(state=started), the snapshot a new sandbox starts from, when one is created
+        (ignored for a host that is running). V(NAME) is a snapshot of this host, or of any host of the app when
+        only one has a snapshot of that name; V(HOST/NAME) names another host's snapshot; V(im-...) is the
+        snapshot's image id. Giving it for a new host makes a copy (a clone) of the snapshot's host, with its
+        files and, unless options here say otherwise, its resources.
+      - With O(state=stopped), the name of the snapshot taken before the sandbox is terminated (same rules as the
+        O(mngr.modal.modal_snapshot#module:name) option of M(mngr.modal.modal_snapshot)). A host that already has a
+        snapshot of that name is not stopped (an error says so).
+      - An unknown or expired snapshot is an error, and nothing is created.
+      - Cannot be combined with O(image), O(dockerfile), O(context_dir) or O(docker_build_args), because a host
+        started from a snapshot runs the snapshot's image.
+    type: str
   ssh_public_key:
     description:
       - An extra public key (one C(authorized_keys) line) allowed to log in as C(root), in addition to the key
@@ -167,11 +193,20 @@ options:
     default: 300
 notes:
   - The SSH endpoint, user and key files are returned under RV(modal_sandbox.ssh), ready for C(ansible.builtin.add_host).
+    Pass RV(modal_sandbox.ssh.host_key_checking) as C(ansible_ssh_host_key_checking) as well. With
+    C(host_key_checking=False) in the Ansible configuration (as under C(ansible-test)), Ansible puts
+    C(StrictHostKeyChecking=no) on the ssh command line before C(ansible_ssh_common_args), and ssh keeps the
+    first value it sees, so the pinned host key would not be enforced.
+  - A snapshot image is kept by Modal for 30 days after it is taken (see M(mngr.modal.modal_snapshot)). A host
+    stopped for longer than that can no longer be restored from its stop snapshot; it then starts from its build
+    spec, with a warning.
   - Any failure after the sandbox was created terminates it before the module fails, and the failure message ends
     with the tail of the image build or bootstrap log, so a failed create never leaves a running sandbox behind.
   - The controller needs an OpenSSH client (C(ssh)) when O(wait=true).
 seealso:
   - module: mngr.modal.modal_sandbox_info
+  - module: mngr.modal.modal_snapshot
+  - module: mngr.modal.modal_snapshot_info
 author:
   - The mngr.modal authors (@mngr-modal)
 """
@@ -195,6 +230,8 @@ EXAMPLES = r"""
     ansible_user: "{{ trainer.modal_sandbox.ssh.user }}"
     ansible_ssh_private_key_file: "{{ trainer.modal_sandbox.ssh.private_key_file }}"
     ansible_ssh_common_args: "{{ trainer.modal_sandbox.ssh.common_args }}"
+    # Keeps the pinned host key enforced even where host_key_checking is off in the Ansible configuration.
+    ansible_ssh_host_key_checking: "{{ trainer.modal_sandbox.ssh.host_key_checking }}"
 
 - name: Bulk string and flag forms work too
   mngr.modal.modal_sandbox:
@@ -225,6 +262,39 @@ EXAMPLES = r"""
   mngr.modal.modal_sandbox:
     name: worker-1
     new_name: worker-east-1
+  delegate_to: localhost
+
+- name: Stop a host (snapshot its files, then terminate its sandbox)
+  mngr.modal.modal_sandbox:
+    name: trainer
+    state: stopped
+  delegate_to: localhost
+
+- name: Start it again from that snapshot (same keys, new tunnel)
+  mngr.modal.modal_sandbox:
+    name: trainer
+    state: started
+  delegate_to: localhost
+  register: trainer
+
+- name: Stop it with a snapshot name of your choice
+  mngr.modal.modal_sandbox:
+    name: trainer
+    state: stopped
+    snapshot: before-holidays
+  delegate_to: localhost
+
+- name: Start it from an older snapshot than the newest one
+  mngr.modal.modal_sandbox:
+    name: trainer
+    state: started
+    snapshot: before-upgrade
+  delegate_to: localhost
+
+- name: A new host that starts as a copy of another host's snapshot
+  mngr.modal.modal_sandbox:
+    name: trainer-copy
+    snapshot: trainer/before-upgrade
   delegate_to: localhost
 
 - name: Destroy a host
@@ -258,6 +328,14 @@ modal_sandbox:
       description: V(running), V(stopped) (no live sandbox), or V(absent).
       type: str
       sample: running
+    snapshot:
+      description:
+        - For O(state=stopped), the snapshot the stop took. When a sandbox was created from a snapshot (a start,
+          or a new host with O(snapshot)), the snapshot it started from.
+        - Same keys as RV(mngr.modal.modal_snapshot#module:modal_snapshot).
+      returned: when a snapshot was taken or restored
+      type: dict
+      sample: {name: stop-2026-01-31-12-00-00, id: im-AbCdEf0123456789, host: trainer, kind: stop}
     sandbox_id:
       description: Id of the host's live Modal sandbox, or V(null).
       type: str
@@ -298,6 +376,13 @@ modal_sandbox:
           description: Value for C(ansible_ssh_common_args) that enforces the pinned host key.
           type: str
           sample: -o UserKnownHostsFile=/home/me/.mngr-modal/keys/trainer/known_hosts -o StrictHostKeyChecking=yes
+        host_key_checking:
+          description:
+            - Always V(true). Value for C(ansible_ssh_host_key_checking), so that Ansible does not put
+              C(StrictHostKeyChecking=no) ahead of RV(modal_sandbox.ssh.common_args) when host key checking is off
+              in its configuration (ssh keeps the first value of an option).
+          type: bool
+          sample: true
 """
 
 import collections
@@ -325,6 +410,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     STATUS_DESTROYED,
     STATUS_FAILED,
     STATUS_RUNNING,
+    STATUS_STOPPED,
     Host,
     HostDirectory,
     HostError,
@@ -340,6 +426,17 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     normalize_user_tags,
     state_volume_name,
     validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+    KIND_STOP,
+    Journal,
+    SnapshotCatalog,
+    SnapshotError,
+    SnapshotRecord,
+    recover_journal,
+    take_snapshot,
+    validate_snapshot_name,
+    volume_catalog,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     CLIENT_KEY,
@@ -357,11 +454,9 @@ from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
 
 SPEC_OPTIONS = ("gpu", "cpu", "memory", "image", "dockerfile", "context_dir", "docker_build_args", "timeout",
                 "idle_timeout", "region", "secrets", "cidr_allowlist", "offline", "volumes", "env")
+# Spec keys that say how to build an image: meaningless when the host starts from a snapshot's image.
+IMAGE_SPEC_KEYS = ("image", "dockerfile", "context_dir", "docker_build_args")
 LOG_TAIL_LINES = 30
-NOT_YET_SUPPORTED = (
-    "state={state} needs host snapshots, which this version of mngr.modal does not support yet. "
-    "Use state=present to create or keep a running host, or state=absent to destroy it."
-)
 
 
 class DockerfileError(ValueError):
@@ -529,24 +624,39 @@ class ModalSandboxModule:
         self.directory: HostDirectory | None = None
         self.given_spec_keys: list[str] = []
         self.spec: dict[str, Any] = {}
+        self._catalog: SnapshotCatalog | None = None
 
     # --- input ----------------------------------------------------------------------------------
 
     def validate_inputs(self) -> None:
         """Everything that can be checked without Modal: names, tags, build args, the Dockerfile."""
         params = self.params
+        state = params["state"]
         validate_host_name(params["name"], "name")
         if params["new_name"] is not None:
             validate_host_name(params["new_name"], "new_name")
-            if params["state"] == "absent":
-                raise HostError("new_name cannot be used with state=absent: rename first, then destroy")
+            if state in ("absent", "stopped"):
+                raise HostError(f"new_name cannot be used with state={state}: rename first, then use state={state}")
         self.requested_tags = None if params["tags"] is None else normalize_user_tags(params["tags"], "tags")
-        if params["state"] == "absent":
+        if params["snapshot"] is not None:
+            if state == "absent":
+                raise SnapshotError("snapshot cannot be used with state=absent (mngr.modal.modal_snapshot deletes "
+                                    "snapshots)")
+            if state == "stopped":
+                validate_snapshot_name(params["snapshot"], "snapshot")
+        if state in ("absent", "stopped"):
+            # Destroying or stopping a host uses what it was created with: the build options are not needed.
             return
         from_build_args = parse_build_args(_build_args_value(params["build_args"]))
         from_options = {key: params[key] for key in SPEC_OPTIONS}
         self.spec = resolve_spec(from_build_args, from_options)
         self.given_spec_keys = sorted(set(from_build_args) | {k for k, v in from_options.items() if v is not None})
+        image_keys = [key for key in IMAGE_SPEC_KEYS if key in self.given_spec_keys]
+        if params["snapshot"] is not None and image_keys:
+            raise BuildArgError(
+                f"snapshot={params['snapshot']} cannot be combined with {', '.join(image_keys)}: a host started from "
+                "a snapshot runs the snapshot's image. Give one or the other."
+            )
         if self.spec["dockerfile"]:
             self._check_dockerfile()
         for name in self.spec["secrets"]:
@@ -557,9 +667,12 @@ class ModalSandboxModule:
             if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$", key) or "\n" in key:
                 raise HostError(f"ssh_public_key is not one OpenSSH public key line: {key[:60]!r}")
 
-    def _check_recorded_spec(self) -> None:
-        """The checks of validate_inputs that depend on the controller, for a spec read from a host record."""
-        if self.spec.get("dockerfile"):
+    def _check_recorded_spec(self, building: bool) -> None:
+        """The checks of validate_inputs that depend on the controller, for a spec read from a record.
+
+        The Dockerfile matters only when the image is built (``building``), not when a snapshot's image is used.
+        """
+        if building and self.spec.get("dockerfile"):
             self._check_dockerfile()
         for name in self.spec.get("secrets") or []:
             if name not in os.environ:
@@ -584,15 +697,20 @@ class ModalSandboxModule:
         state = params["state"]
         try:
             self.validate_inputs()
-        except (HostError, BuildArgError, DockerfileError) as exc:
+        except (HostError, BuildArgError, DockerfileError, SnapshotError) as exc:
             self.module.fail_json(msg=str(exc))
-        if state == "stopped":
-            self.module.fail_json(msg=NOT_YET_SUPPORTED.format(state=state))
         self.session = ModalSession(self.module)
         try:
-            result = self.absent() if state == "absent" else self.present()
+            if state == "absent":
+                result = self.absent()
+            elif state == "stopped":
+                result = self.stopped()
+            else:
+                result = self.present()
         except ModalError as exc:
             self.module.fail_json(**exc.fail_kwargs())
+        except SnapshotError as exc:
+            self.module.fail_json(msg=str(exc))
         except CreateFailure as exc:
             msg = exc.message + (f"\n--- last lines of the log ---\n{exc.log}" if exc.log else "")
             kwargs = {"msg": msg}
@@ -702,16 +820,9 @@ class ModalSandboxModule:
                 host = target  # renamed earlier; finish whatever that run left undone
             name = new_name
         if host is None:
-            return self.create(name)
+            return self.create(name, source=self.source_snapshot(None))
         if host.sandbox is None:
-            if host.record is not None and host.record.status == STATUS_RUNNING and host.name == name:
-                # Its sandbox ended without a stop (timeout, crash): start a new one from the build spec,
-                # keeping the host's id, keys and tags. There is no snapshot to restore.
-                return self.create(name, lost=host)
-            self.module.fail_json(
-                msg=f"host {host.name} is stopped (no running sandbox). "
-                    + NOT_YET_SUPPORTED.format(state=f"{params['state']} for a stopped host")
-            )
+            return self.start(host, name)
         return self.update(host, name)
 
     # --- update an existing running host ----------------------------------------------------------
@@ -815,41 +926,219 @@ class ModalSandboxModule:
             raise ModalError(f"adding ssh_public_key to host {self.params['name']} failed (exit code {code}): "
                              + tail(self.session.call(process.stderr.read).splitlines()))
 
+    # --- snapshots: stop, start, clone ------------------------------------------------------------------
+
+    def catalog(self, create: bool) -> SnapshotCatalog:
+        if self._catalog is None:
+            self._catalog = volume_catalog(self.session, create=create)
+        return self._catalog
+
+    def flush_catalog_warnings(self) -> None:
+        if self._catalog is not None:
+            self.warnings.extend(self._catalog.warnings)
+            self._catalog.warnings.clear()
+
+    def source_snapshot(self, host: Host | None) -> SnapshotRecord | None:
+        """The snapshot a new sandbox starts from: the one the snapshot option names, else the host's newest.
+
+        None when there is none (a new host without the option, or a host without usable snapshots).
+        """
+        ref = self.params["snapshot"]
+        if not ref and host is None:
+            return None
+        catalog = self.catalog(create=False)
+        try:
+            if ref:
+                names = {other.name: other.host_id for other in self.directory.hosts()}
+                record: SnapshotRecord | None = catalog.find(ref, host.host_id if host else None, names)
+                if record is not None and record.expired():
+                    raise SnapshotError(
+                        f"snapshot {record.name} (image {record.image_id}) expired at {record.expires_at}: Modal no "
+                        "longer keeps its image. mngr.modal.modal_snapshot_info lists the snapshots."
+                    )
+            else:
+                record = catalog.newest(host.host_id)
+                if record is None and catalog.newest(host.host_id, usable_only=False) is not None:
+                    self.warnings.append(
+                        f"every snapshot of host {host.name} has expired (Modal no longer keeps their images): "
+                        "its new sandbox is built from its build spec, so its files start afresh"
+                    )
+        finally:
+            self.flush_catalog_warnings()
+        return record
+
+    def _snapshot_image(self, record: SnapshotRecord) -> Any:
+        """The snapshot's image, looked up now so that a vanished image fails before anything is created."""
+        modal = self.session.modal
+        image = modal.Image.from_id(record.image_id, client=self.session.client)
+        try:
+            self.session.call(image.hydrate)
+        except ModalError as exc:
+            raise CreateFailure(f"the image {record.image_id} of snapshot {record.name} cannot be used: {exc.msg}",
+                                code=exc.code) from exc
+        return image
+
+    def stopped(self) -> dict[str, Any]:
+        """Snapshot the running sandbox (kind stop), then terminate it; the host record keeps the stop reason.
+
+        The host stays listed (state stopped) with its id, name, tags, keys and snapshots; a later start
+        restores the stop snapshot into a new sandbox.
+        """
+        name = self.params["name"]
+        directory = self.load(create=False)
+        host = find_host(directory.hosts(), name)
+        if host is None:
+            self.module.fail_json(msg=f"there is no host named {name} to stop in the Modal app "
+                                      f"{self.session.app_name}; mngr.modal.modal_sandbox_info lists the hosts")
+        before = self.describe(host)
+        self.diff["before"] = before
+        self.diff["after"] = dict(before, state="stopped")
+        if host.sandbox is None:
+            return self._mark_lost_host_stopped(host)
+        snapshot_name = self.params["snapshot"]
+        if snapshot_name is not None:
+            existing = self.catalog(create=False).get(host.host_id, snapshot_name)
+            self.flush_catalog_warnings()
+            if existing is not None:
+                self.module.fail_json(
+                    msg=f"host {host.name} already has a snapshot named {snapshot_name} (image {existing.image_id}), "
+                        "so the host was not stopped: choose another snapshot name, or delete that snapshot with "
+                        "mngr.modal.modal_snapshot (state=absent)"
+                )
+        self.changed = True
+        if self.check_mode:
+            result = self.result_for(host, host.name, "stopped")
+            result.update(sandbox_id=None)
+            result["ssh"].update(host=None, port=None)
+            return result
+
+        catalog = self.catalog(create=True)
+        journal = Journal(self.session.key_dir)
+        for recovered in recover_journal(catalog, journal, host.host_id):
+            self.warnings.append(f"recorded snapshot {recovered.name} (image {recovered.image_id}) that an "
+                                 "interrupted earlier run had taken but not recorded")
+        spec = host.record.spec if host.record else {}
+        snap, written = take_snapshot(self.session.call, catalog, journal, host.sandbox.handle, host.host_id,
+                                      host.name, spec, name=snapshot_name, kind=KIND_STOP)
+        self.flush_catalog_warnings()
+        if not written:
+            # Another run recorded a snapshot under this name meanwhile: the host's files are not safely kept.
+            self.module.fail_json(
+                msg=f"snapshot {snap.name} of host {host.name} was recorded by another run at the same time, so the "
+                    "host was not stopped (its files would not be in the catalog): retry with another snapshot name"
+            )
+        # Terminate first, record second: a crash in between leaves a host whose record says running and that
+        # has no sandbox, which the next stop marks stopped and the next start restores from this snapshot.
+        self._terminate_all(host.host_id)
+        record = host.record or HostRecord(host_id=host.host_id, name=host.name, user_tags=dict(host.user_tags))
+        record.status = STATUS_STOPPED
+        record.stop_reason = f"stopped by mngr.modal.modal_sandbox at {snap.created_at}; snapshot {snap.name}"
+        record.sandbox_id = None
+        record.ssh_host = record.ssh_port = None
+        directory.store.put(record)
+        host.record = record
+        host.sandbox = None
+        host.ssh_endpoint = None
+        result = self.result_for(host, host.name, "stopped")
+        result["snapshot"] = snap.result(host.name)
+        return result
+
+    def _mark_lost_host_stopped(self, host: Host) -> dict[str, Any]:
+        """A host without a sandbox is already stopped; one whose sandbox ended on its own gets its record fixed."""
+        record = host.record
+        if record is not None and record.status != STATUS_STOPPED:
+            self.changed = True
+            self.warnings.append(
+                f"the sandbox of host {host.name} had already ended without a stop (timeout or crash), so no stop "
+                "snapshot was taken; a start restores its newest snapshot, if any, else rebuilds it from its spec"
+            )
+            if not self.check_mode:
+                record.status = STATUS_STOPPED
+                record.stop_reason = "its sandbox ended without a stop (timeout or crash); no stop snapshot"
+                record.sandbox_id = None
+                record.ssh_host = record.ssh_port = None
+                self.directory.store.put(record)
+        else:
+            self.diff["after"] = self.diff["before"]
+        return self.result_for(host, host.name, "stopped")
+
+    def start(self, host: Host, name: str) -> dict[str, Any]:
+        """A new sandbox for a host that has none: stopped, or lost (its sandbox ended without a stop).
+
+        It starts from the snapshot the snapshot option names, else the host's newest snapshot, else its build
+        spec, and keeps the host's id, name, tags and keys (so its pinned host key stays the same).
+        """
+        if host.name != name:
+            self.module.fail_json(msg=f"host {host.name} is stopped: start it (state=started) before renaming it "
+                                      f"to {name}")
+        record = host.record  # never None: a host without a sandbox is only known from its record
+        source = self.source_snapshot(host)
+        if source is None and not (record and record.spec):
+            self.module.fail_json(
+                msg=f"host {host.name} cannot be started: it has no usable snapshot and no recorded build spec. "
+                    "Start it from another snapshot (snapshot: HOST/NAME or an image id), or destroy it "
+                    "(state=absent) and create it again."
+            )
+        folder = KeyFolder.locate(self.session.key_dir, host.name, host.host_id,
+                                  (record.previous_name,) if record and record.previous_name else ())
+        if folder is None:
+            self.module.fail_json(
+                msg=f"the SSH keys of host {host.name} are not in {self.session.key_dir}: start it from the "
+                    "controller that created it, or copy its key folder here (a host keeps its keys across starts, "
+                    "so that its pinned host key stays valid)"
+            )
+        return self.create(name, lost=host, source=source, folder=folder)
+
     # --- create ----------------------------------------------------------------------------------------
 
-    def create(self, name: str, lost: Host | None = None) -> dict[str, Any]:
-        """Create a host, or a new sandbox for ``lost``, a host whose sandbox ended without a stop."""
+    def create(self, name: str, lost: Host | None = None, source: SnapshotRecord | None = None,
+               folder: KeyFolder | None = None) -> dict[str, Any]:
+        """Create a host, or a new sandbox for ``lost``, an existing host without one (stopped, or ended).
+
+        ``source`` is the snapshot whose image the sandbox runs (else the image is built from the spec);
+        ``folder`` the key folder of ``lost``, whose keys the new sandbox gets.
+        """
         params = self.params
         spec = dict(self.spec)
         if lost is None:
             user_tags = self.requested_tags or {}
         else:
             user_tags = merge_user_tags(lost.user_tags, self.requested_tags, params["purge_tags"])
-            if lost.record is not None and lost.record.spec:
-                # The spec the host was created with, changed only where this task asks for something else.
-                spec = dict(lost.record.spec)
-                spec.update({key: self.spec[key] for key in self.given_spec_keys})
-                self.spec = spec
-                try:
-                    self._check_recorded_spec()
-                except (BuildArgError, DockerfileError) as exc:
-                    self.module.fail_json(msg=f"host {name} needs a new sandbox, but its recorded spec cannot be "
-                                              f"used on this controller: {exc}")
+        # The spec the host (or, for a clone, the snapshot's host) was created with, changed only where this task
+        # asks for something else. With a snapshot's image, the keys that describe how to build one stay as recorded.
+        base_spec = lost.record.spec if lost is not None and lost.record is not None else (source.spec if source else {})
+        if base_spec:
+            overrides = [key for key in self.given_spec_keys if source is None or key not in IMAGE_SPEC_KEYS]
+            spec = dict(self.spec)
+            spec.update(base_spec)
+            spec.update({key: self.spec[key] for key in overrides})
+            self.spec = spec
+            try:
+                self._check_recorded_spec(building=source is None)
+            except (BuildArgError, DockerfileError) as exc:
+                self.module.fail_json(msg=f"host {name} needs a new sandbox, but its recorded spec cannot be "
+                                          f"used on this controller: {exc}")
         self.changed = True
         self.diff["before"] = self.describe(lost)
         self.diff["after"] = {"name": name, "state": "running", "tags": dict(user_tags),
                               "spec": {key: spec.get(key) for key in self.given_spec_keys}}
+        if source is not None:
+            self.diff["after"]["snapshot"] = source.name
         if self.check_mode:
             result = host_result(lost.host_id if lost else None, name, "running", user_tags, spec, None, None,
                                  self.session.key_dir, self.session.app_name)
+            if source is not None:
+                result["snapshot"] = source.result()
             return result
 
-        for line in getattr(self, "dockerfile_plan", (None, None, []))[2]:
-            self.warnings.append(line)
         host_id = lost.host_id if lost else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
-        image = self._build_image()
-        folder = KeyFolder.locate(self.session.key_dir, name, host_id) if lost else None
+        if source is not None:
+            image = self._snapshot_image(source)
+        else:
+            for line in getattr(self, "dockerfile_plan", (None, None, []))[2]:
+                self.warnings.append(line)
+            image = self._build_image()
         if folder is None:
             folder = KeyFolder(self.session.key_dir, name)
             if os.path.exists(folder.path) and folder.host_id() != host_id:
@@ -865,6 +1154,7 @@ class ModalSandboxModule:
             record.spec = spec
             record.ssh_host_public_key = folder.read_public(HOST_KEY)
             record.authorized_keys = sorted(set(record.authorized_keys) | set(extra_keys))
+            record.stop_reason = None
             extra_keys = record.authorized_keys
         else:
             record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
@@ -888,9 +1178,11 @@ class ModalSandboxModule:
             if isinstance(exc, ModalError):
                 raise CreateFailure(exc.msg, code=exc.code) from exc
             raise CreateFailure(f"creating host {name} failed: {exc}") from exc
-        host = Host(host_id, name, dict(user_tags), record=record, ssh_endpoint=endpoint)
-        return host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
-                           self.session.key_dir, self.session.app_name)
+        result = host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
+                             self.session.key_dir, self.session.app_name)
+        if source is not None:
+            result["snapshot"] = source.result()
+        return result
 
     def _sweep_duplicates(self, host_id: str, keep: str) -> None:
         """Terminate any other sandbox of this host: a retried create whose first attempt did reach Modal."""
@@ -1071,6 +1363,7 @@ def argument_spec() -> dict[str, Any]:
         tags={"type": "dict"},
         purge_tags={"type": "bool", "default": False},
         new_name={"type": "str"},
+        snapshot={"type": "str"},
         ssh_public_key={"type": "str", "no_log": False},
         wait={"type": "bool", "default": True},
         wait_timeout={"type": "int", "default": 300},

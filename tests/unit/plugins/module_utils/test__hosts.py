@@ -26,6 +26,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     encode_sandbox_tags,
     filter_hosts,
     find_host,
+    host_result,
     merge_hosts,
     merge_user_tags,
     new_host_id,
@@ -311,3 +312,20 @@ def test_missing_volume_reads_as_empty_without_creating_it():
 def test_missing_volume_is_an_error_when_it_should_exist():
     with pytest.raises(NotFoundError):
         store_over(FakeVolume(exists=False), create=True).list()
+
+
+def test_host_result_ssh_is_ready_for_add_host(tmp_path):
+    result = host_result("host-" + "c" * 32, "web", "running", {"team": "a"}, {"cpu": 1.0}, "sb-1",
+                         ("127.0.0.1", 40022), str(tmp_path), "mngr-modal")
+    ssh = result["ssh"]
+    assert (ssh["host"], ssh["port"], ssh["user"]) == ("127.0.0.1", 40022, "root")
+    assert ssh["private_key_file"] == f"{tmp_path}/web/id_ed25519"
+    assert "StrictHostKeyChecking=yes" in ssh["common_args"]
+    # For ansible_ssh_host_key_checking: Ansible's host_key_checking=False would otherwise win over common_args.
+    assert ssh["host_key_checking"] is True
+
+
+def test_host_result_of_a_stopped_host_has_no_endpoint(tmp_path):
+    result = host_result("host-" + "c" * 32, "web", STATUS_STOPPED, {}, {}, None, None, str(tmp_path), "app")
+    assert result["state"] == "stopped"
+    assert (result["sandbox_id"], result["ssh"]["host"], result["ssh"]["port"]) == (None, None, None)

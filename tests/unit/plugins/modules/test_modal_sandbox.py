@@ -1,14 +1,23 @@
 # Copyright (c) 2026, the mngr.modal authors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""modal_sandbox logic that needs no Modal: Dockerfile replay plan and input validation."""
+"""modal_sandbox logic that needs no Modal: Dockerfile replay plan, input validation, choosing a snapshot."""
 
 from __future__ import annotations
+
+import datetime
 
 import pytest
 
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import BuildArgError
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import HostError
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import Host, HostError, HostRecord
+from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+    KIND_STOP,
+    MemoryFiles,
+    SnapshotCatalog,
+    SnapshotError,
+    new_record,
+)
 from ansible_collections.mngr.modal.plugins.modules import modal_sandbox
 from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import (
     DockerfileError,
@@ -103,6 +112,12 @@ def test_given_keys_are_tracked_for_spec_comparison():
         ({"name": "a", "secrets": ["MNGR_TEST_SURELY_UNSET_VAR"]}, BuildArgError, "MNGR_TEST_SURELY_UNSET_VAR"),
         ({"name": "a", "dockerfile": "/nonexistent/Dockerfile"}, DockerfileError, "/nonexistent/Dockerfile"),
         ({"name": "a", "ssh_public_key": "not a key"}, HostError, "not a key"),
+        ({"name": "a", "new_name": "b", "state": "stopped"}, HostError, "new_name cannot be used with state=stopped"),
+        ({"name": "a", "state": "stopped", "snapshot": "../x"}, SnapshotError, "'../x'"),
+        ({"name": "a", "state": "stopped", "snapshot": "im-abc"}, SnapshotError, "image id"),
+        ({"name": "a", "state": "absent", "snapshot": "s1"}, SnapshotError, "state=absent"),
+        ({"name": "a", "snapshot": "s1", "image": "python:3.11-slim"}, BuildArgError, "cannot be combined with image"),
+        ({"name": "a", "snapshot": "s1", "build_args": "image=x"}, BuildArgError, "cannot be combined with image"),
     ],
 )
 def test_bad_inputs_fail_before_any_modal_call(params, error, fragment):
@@ -124,3 +139,98 @@ def test_dockerfile_build_arg_must_be_declared(tmp_path):
 def test_absent_skips_spec_validation():
     # A host can always be destroyed, whatever build args a shared vars file carries.
     validate(name="a", state="absent", build_args="cpu=lots")
+
+
+def test_stopped_skips_spec_validation():
+    # Stopping uses what the host was created with; the task's build options do not matter.
+    validate(name="a", state="stopped", build_args="cpu=lots", snapshot="before-stop")
+
+
+def test_snapshot_allows_resource_options():
+    sandbox = validate(name="a", snapshot="s1", cpu=2.0)
+    assert sandbox.given_spec_keys == ["cpu"]
+
+
+# --- choosing the snapshot a new sandbox starts from --------------------------------------------------
+
+HOST_A = "host-" + "a" * 32
+HOST_B = "host-" + "b" * 32
+NOW = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+class FakeDirectory:
+    def __init__(self, hosts):
+        self._hosts = hosts
+
+    def hosts(self):
+        return self._hosts
+
+
+class FakeSession:
+    key_dir = "/nonexistent-key-dir"
+    app_name = "mngr-modal"
+
+
+def catalog_with(*records):
+    catalog = SnapshotCatalog(MemoryFiles())
+    for record in records:
+        assert catalog.add(record)
+    return catalog
+
+
+def planner(catalog, hosts=(), check_mode=False, **params):
+    sandbox = validate(name=params.pop("name", "a"), **params)
+    sandbox.check_mode = check_mode
+    sandbox._catalog = catalog
+    sandbox.directory = FakeDirectory(list(hosts))
+    sandbox.session = FakeSession()
+    return sandbox
+
+
+def host(host_id, name, spec=None):
+    return Host(host_id, name, {}, record=HostRecord(host_id=host_id, name=name, spec=dict(spec or {})))
+
+
+def test_start_uses_the_newest_snapshot_that_has_not_expired():
+    old = new_record("old", "im-old", HOST_A, "a", None, {}, now=NOW - datetime.timedelta(days=2))
+    stop = new_record("stop-x", "im-stop", HOST_A, "a", None, {}, kind=KIND_STOP, now=NOW - datetime.timedelta(days=1))
+    sandbox = planner(catalog_with(old, stop), [host(HOST_A, "a")])
+    assert sandbox.source_snapshot(sandbox.directory.hosts()[0]).image_id == "im-stop"
+
+
+def test_start_warns_when_every_snapshot_expired():
+    expired = new_record("gone", "im-gone", HOST_A, "a", None, {}, ttl=60, now=NOW - datetime.timedelta(days=40))
+    sandbox = planner(catalog_with(expired), [host(HOST_A, "a")])
+    assert sandbox.source_snapshot(sandbox.directory.hosts()[0]) is None
+    assert any("expired" in warning for warning in sandbox.warnings)
+
+
+def test_named_snapshot_of_another_host_and_expired_refused():
+    theirs = new_record("golden", "im-golden", HOST_B, "b", None, {"cpu": 2.0})
+    expired = new_record("stale", "im-stale", HOST_B, "b", None, {}, ttl=60, now=NOW - datetime.timedelta(days=40))
+    hosts = [host(HOST_A, "a"), host(HOST_B, "b")]
+    assert planner(catalog_with(theirs, expired), hosts, snapshot="b/golden").source_snapshot(None).image_id == "im-golden"
+    with pytest.raises(SnapshotError) as info:
+        planner(catalog_with(theirs, expired), hosts, snapshot="stale").source_snapshot(None)
+    assert "expired" in str(info.value)
+    with pytest.raises(SnapshotError) as info:
+        planner(catalog_with(theirs), hosts, snapshot="nope").source_snapshot(None)
+    assert "'nope'" in str(info.value)
+
+
+def test_new_host_without_snapshot_option_reads_no_catalog():
+    sandbox = planner(None)
+    assert sandbox.source_snapshot(None) is None
+
+
+def test_clone_in_check_mode_gets_the_snapshot_spec_with_overrides():
+    source = new_record("golden", "im-golden", HOST_B, "b", None,
+                        {"cpu": 2.0, "memory": 4.0, "image": "python:3.11-slim", "timeout": 900})
+    sandbox = planner(catalog_with(source), [host(HOST_B, "b")], check_mode=True, name="clone", snapshot="golden",
+                      memory=8.0)
+    result = sandbox.create("clone", source=sandbox.source_snapshot(None))
+    assert sandbox.changed
+    assert result["host_id"] is None
+    assert (result["spec"]["cpu"], result["spec"]["memory"], result["spec"]["image"]) == (2.0, 8.0, "python:3.11-slim")
+    assert result["snapshot"]["id"] == "im-golden"
+    assert result["ssh"]["host_key_checking"] is True

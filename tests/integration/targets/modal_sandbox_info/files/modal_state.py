@@ -4,7 +4,9 @@
 
   modal_state.py app-exists APP           exit 0 and print true/false
   modal_state.py volume-exists APP        exit 0 and print true/false
-  modal_state.py put-stopped-record APP HOST_ID NAME   write a record of a stopped host (as the snapshot work will)
+  modal_state.py put-stopped-record APP HOST_ID NAME [--no-spec]
+                                          write the record of a stopped host whose keys are not on this controller
+                                          (--no-spec: a record without a build spec, as an older tool might leave)
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ def volume_exists(app: str) -> bool:
     return True
 
 
-def put_stopped_record(app: str, host_id: str, name: str) -> None:
+def put_stopped_record(app: str, host_id: str, name: str, with_spec: bool = True) -> None:
     record = {
         "format": 1, "host_id": host_id, "name": name, "user_tags": {"kept": "yes"},
-        "spec": {"cpu": 1.0, "memory": 1.0}, "ssh_host_public_key": "", "status": "stopped",
+        "spec": {"cpu": 1.0, "memory": 1.0} if with_spec else {}, "ssh_host_public_key": "", "status": "stopped",
         "sandbox_id": None, "ssh_host": None, "ssh_port": None, "stop_reason": "test",
     }
     volume = modal.Volume.from_name(f"{app}-state", create_if_missing=True)
@@ -51,7 +53,7 @@ def main(argv: list[str]) -> int:
     elif command == "volume-exists":
         print(json.dumps(volume_exists(argv[1])))
     elif command == "put-stopped-record":
-        put_stopped_record(argv[1], argv[2], argv[3])
+        put_stopped_record(argv[1], argv[2], argv[3], with_spec="--no-spec" not in argv[4:])
     else:
         print(f"unknown command {command}", file=sys.stderr)
         return 2
