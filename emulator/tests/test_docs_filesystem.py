@@ -139,8 +139,12 @@ def test_watch(sandbox) -> None:
     sandbox.filesystem.make_directory("/tmp/watched")
 
     def make_files() -> None:
-        time.sleep(1.5)
-        sandbox.exec("bash", "-c", "touch /tmp/watched/a.done && echo x > /tmp/watched/b.txt").wait()
+        # Only once the watch is in place (an inotify watch shows in its fdinfo), so that no event is missed.
+        sandbox.exec(
+            "bash", "-c",
+            "for i in $(seq 300); do grep -qs '^inotify wd' /proc/[0-9]*/fdinfo/* && break; sleep 0.1; done; "
+            "touch /tmp/watched/a.done && echo x > /tmp/watched/b.txt",
+        ).wait()
 
     writer = threading.Thread(target=make_files)
     writer.start()

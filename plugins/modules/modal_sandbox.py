@@ -972,7 +972,8 @@ class ModalSandboxModule:
         modal = self.session.modal
         image = modal.Image.from_id(record.image_id, client=self.session.client)
         try:
-            self.session.call(image.hydrate)
+            # The SDK refuses to hydrate an image on demand; build() loads it (ImageFromId) without building.
+            self.session.call(image.build, self.directory.app)
         except ModalError as exc:
             raise CreateFailure(f"the image {record.image_id} of snapshot {record.name} cannot be used: {exc.msg}",
                                 code=exc.code) from exc

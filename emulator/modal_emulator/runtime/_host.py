@@ -19,9 +19,14 @@ _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+def find_tool(name: str) -> str | None:
+    """Absolute path of a host tool, or None if the host does not have it."""
+    return shutil.which(name, path=_SYSTEM_PATH)
+
+
 def tool(name: str) -> str:
     """Absolute path of a host tool; RuntimeError naming the missing tool otherwise."""
-    found = shutil.which(name, path=_SYSTEM_PATH)
+    found = find_tool(name)
     if not found:
         raise RuntimeError(f"the emulator's runtime needs `{name}` on this host (util-linux/coreutils/iproute2)")
     return found

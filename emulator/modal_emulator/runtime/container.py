@@ -5,8 +5,13 @@ A sandbox is:
 - an overlay root: ``<store>/sandboxes/<id>/upper`` over the image layers, the mask and the host root;
 - mount, PID, UTS, IPC and network namespaces (loopback only, brought up), with its own /proc, /sys,
   /dev (+ a private devpts for PTYs), /dev/shm and /run (see :mod:`rootfs`);
-- its entrypoint as the namespace's init (PID 1), with stdin/stdout/stderr pipes to the server;
-- two processes on the host per idle sandbox: the small ``unshare`` parent and the entrypoint itself;
+- its entrypoint under ``tini`` (a tiny C init, Debian package ``tini``) as the namespace's PID 1, with
+  stdin/stdout/stderr pipes to the server. A PID 1 must reap the orphans re-parented to it (an sshd
+  session's children, ``cmd &`` in an exec that has returned); an entrypoint such as ``sleep infinity``
+  never does, so they would stay zombies. tini reaps them, forwards signals to the entrypoint and exits
+  with its status (128 + N if it died of signal N). Without tini on the host the entrypoint is PID 1
+  itself, and a warning says that orphans are not reaped;
+- three processes on the host per idle sandbox: the small ``unshare`` parent, tini and the entrypoint;
 - execs entered with ``nsenter`` into the same namespaces and root, after joining the sandbox's cgroups;
 - one loopback TCP listener per port, relayed into the namespace (see :mod:`tunnels`);
 - a pid file so another process can kill it (see :mod:`pidfiles`).
@@ -22,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
+import logging
 import os
 import pathlib
 import shlex
@@ -30,7 +37,8 @@ import struct
 from dataclasses import dataclass, field
 
 from modal_emulator.runtime import cgroups, pidfiles
-from modal_emulator.runtime._host import is_same_process, process_start_time, require_root, sigkill, tool
+from modal_emulator.runtime._host import (find_tool, is_same_process, process_start_time, require_root, sigkill,
+                                          tool)
 from modal_emulator.runtime.build import step_env
 from modal_emulator.runtime.launch import launch
 from modal_emulator.runtime.mask import ensure_mask_layer
@@ -47,6 +55,22 @@ _TIOCGPTPEER = 0x5441      # open the pty's slave side through its master (no pa
 _HOSTNAME_MAX = 63
 _NAMESPACES = ["--mount", "--uts", "--ipc", "--net", "--pid"]
 _STOP_TIMEOUT_S = 10.0
+
+log = logging.getLogger("modal_emulator.runtime")
+
+
+@functools.cache
+def entrypoint_payload() -> str:
+    """Shell words that exec the entrypoint (``"$@"``) under tini as PID 1, or alone without tini.
+
+    tini's host path is also its path in the sandbox: the host root is the bottom layer of every image.
+    """
+    init = find_tool("tini")
+    if init is None:
+        log.warning("tini is not installed: sandbox entrypoints run as PID 1 and orphaned processes "
+                    "in sandboxes are not reaped (install the Debian package tini)")
+        return '"$@"'
+    return f'{shlex.quote(init)} -- "$@"'
 
 
 @dataclass
@@ -88,7 +112,7 @@ class Container:
         self.spec = spec
         self.entrypoint: Process | None = None   # set once started (always set on a Container from start())
         self.tunnels: dict[int, tuple[str, int]] = {}
-        self.init_pid = 0                         # host pid of the entrypoint (PID 1 inside)
+        self.init_pid = 0                         # host pid of PID 1 inside (tini, or the entrypoint)
         self.limits: dict[str, str] = {}          # how cpu/memory limits were applied, or why not
         self._init_start: int | None = None
         self._env = step_env(spec.env)
@@ -141,7 +165,7 @@ class Container:
             hostname=(spec.hostname or spec.sandbox_id)[:_HOSTNAME_MAX], loopback_up=True, run_tmpfs=True,
             cgroup_procs_files=self._cgroups.procs_files, volumes=list(spec.volumes),
         )
-        launched = await launch(plan, '"$@"', list(spec.entrypoint), _NAMESPACES, self._env,
+        launched = await launch(plan, entrypoint_payload(), list(spec.entrypoint), _NAMESPACES, self._env,
                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                 stderr=asyncio.subprocess.PIPE)
         self.entrypoint = Process(launched.process)
@@ -280,12 +304,20 @@ class Container:
         if waits:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits, return_exceptions=True), _STOP_TIMEOUT_S)
+        # unshare exits at once on SIGKILL, while PID 1 lingers until the kernel has killed the rest of its
+        # namespace: wait for it too, so that nothing of the sandbox runs once terminate returns.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._init_gone(), _STOP_TIMEOUT_S)
         if self._netns_fd >= 0:
             os.close(self._netns_fd)
             self._netns_fd = -1
         pidfiles.remove(self.store.state_dir, self.spec.sandbox_id)
         await asyncio.to_thread(cgroups.remove, self._cgroups.dirs)
         await asyncio.to_thread(shutil.rmtree, self._dir, True)
+
+    async def _init_gone(self) -> None:
+        while is_same_process(self.init_pid, self._init_start):  # a zombie no longer counts
+            await asyncio.sleep(0.01)
 
     def _kill_all(self) -> None:
         # The launcher's group (unshare and the init) first: unshare reports a SIGKILLed child as a

@@ -59,9 +59,8 @@ async def serve(options: ServeOptions) -> None:
         if start_http is not None:
             stop_http = await start_http(state)
         server = Server(build_servicers(state))
-        FaultInjector(latency_ms=options.latency_ms, rules=options.faults, rng=random.Random(options.fault_seed)).attach(
-            server
-        )
+        fault_rng = random.Random(options.fault_seed)
+        FaultInjector(latency_ms=options.latency_ms, rules=options.faults, rng=fault_rng).attach(server)
         await server.start(options.host, options.port)
         assert server._server is not None
         port = server._server.sockets[0].getsockname()[1]

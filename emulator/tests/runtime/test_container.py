@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from runtime_helpers import running, sh, spec, unique
 
+from modal_emulator.runtime._host import find_tool
 from modal_emulator.runtime.container import Container
 from modal_emulator.runtime.store import Store
 
@@ -89,9 +90,10 @@ def test_masked_paths_look_empty_and_namespaces_are_private(store: Store) -> Non
             code, out, _ = await sh(container, "ls /sys/class/net")
             assert (code, out) == (0, "lo\n")
             code, out, _ = await sh(container, "cat /proc/1/cmdline | tr '\\0' ' '")
-            assert out == "sleep infinity "
+            tini = find_tool("tini")
+            assert out == (f"{tini} -- sleep infinity " if tini else "sleep infinity ")
             code, out, _ = await sh(container, "ls /proc | grep -c '^[0-9]'")
-            assert int(out) <= 4, "only the sandbox's own processes are visible"
+            assert int(out) <= 5, "only the sandbox's own processes are visible"  # tini, sleep, sh, ls, grep
             code, out, _ = await sh(container, "ls /dev/null /dev/zero /dev/random /dev/urandom /dev/tty /dev/ptmx")
             assert code == 0
             assert (await sh(container, "echo x > /tmp/f && cat /tmp/f"))[1] == "x\n"
@@ -143,3 +145,51 @@ def test_start_failure_is_a_clear_error_leaving_nothing(store: Store) -> None:
         asyncio.run(Container.start(store, bad))
     assert not store.sandbox_dir(bad.sandbox_id).exists()
     assert not (store.state_dir / "run" / f"{bad.sandbox_id}.pid").exists()
+
+
+def _state_in(container: Container, pid: int) -> str | None:
+    """State letter (R, S, Z...) of a process of the sandbox, by its pid inside; None once it is gone."""
+    try:
+        stat = Path(f"/proc/{container.init_pid}/root/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat[stat.rindex(")") + 2:].split()[0]
+
+
+def test_orphans_are_reaped(store: Store) -> None:
+    """A process orphaned in the sandbox (its parent exec returned) is reaped by PID 1 once it exits."""
+    if find_tool("tini") is None:
+        pytest.skip("orphans are reaped by tini, which this host lacks")
+
+    async def body() -> None:
+        async with running(store, spec()) as container:
+            code, out, _ = await sh(container, "sleep 0.2 >/dev/null 2>&1 & echo $!")
+            orphan = int(out)
+            assert code == 0 and orphan > 1
+            # Bounded wait for the orphan to end; a zombie never ends, so it shows as the state left.
+            for _ in range(600):
+                if _state_in(container, orphan) in (None, "Z"):
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(100):  # its reaping follows its exit closely
+                if _state_in(container, orphan) is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert _state_in(container, orphan) is None, "the orphan was left a zombie"
+            assert container.returncode is None
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize(("script", "status"), [("exit 5", 5), ("kill -TERM $$", 143), ("kill -KILL $$", 137)])
+def test_entrypoint_status(store: Store, script: str, status: int) -> None:
+    """The sandbox's status is its entrypoint's: exit code as is, 128 + N for death by signal N."""
+    async def body() -> None:
+        async with running(store, spec(entrypoint=["sh", "-c", f"cat; echo done; {script}"])) as container:
+            assert container.entrypoint.stdin is not None and container.entrypoint.stdout is not None
+            container.entrypoint.stdin.write(b"in\n")
+            container.entrypoint.stdin.close()
+            output = await asyncio.wait_for(container.entrypoint.stdout.read(), 60)
+            assert (output, await asyncio.wait_for(container.wait(), 60)) == (b"in\ndone\n", status)
+
+    asyncio.run(body())
