@@ -161,3 +161,27 @@ def test_exec_timeout(app, sandbox_api, sandboxes) -> None:
 def test_resources_are_accepted(app, sandbox_api, sandboxes) -> None:
     sb = create(sandboxes, app=app, cpu=0.5, memory=256)
     assert sb.exec("true").wait() == 0
+
+
+def test_list_pages_report_requested_resources(app, sandboxes) -> None:
+    """SandboxInfo.resource_info carries what Sandbox.create asked for (cpu in milli-cores, memory in MiB, GPU)."""
+    import asyncio
+
+    from modal.client import _Client
+    from modal.sandbox._impl_v1 import SandboxImplV1
+    from modal_proto import api_pb2
+
+    plain = create(sandboxes, app=app, cpu=2.0, memory=3072)
+    gpu = create(sandboxes, app=app, gpu="h100:2")
+
+    async def list_all() -> dict[str, api_pb2.SandboxInfo]:
+        client = await _Client.from_env()
+        response = await SandboxImplV1.list_page(client, api_pb2.SandboxListRequest(app_id=app.app_id))
+        return {info.id: info for info in response.sandboxes}
+
+    infos = asyncio.run(list_all())
+    assert infos[plain.object_id].resource_info.milli_cpu.value == 2000
+    assert infos[plain.object_id].resource_info.memory_mb.value == 3072
+    assert infos[plain.object_id].resource_info.gpu_type == ""
+    assert infos[gpu.object_id].resource_info.gpu_type == "H100"
+    assert infos[gpu.object_id].task_info.gpu_type == "H100"

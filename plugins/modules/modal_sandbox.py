@@ -49,12 +49,13 @@ options:
       - A host that exists but has no running sandbox (stopped, or its sandbox ended on its own because its
         O(timeout) passed or it crashed) gets a new sandbox from the snapshot named by O(snapshot), else from its
         newest snapshot that has not expired, else built from its recorded spec (its files then start afresh).
-        It keeps its id, name, tags and SSH keys. A host with neither a usable snapshot nor a recorded spec cannot
-        be started (an error says so).
+        It keeps its id, name, tags and SSH keys, so it must be started where its key folder (under O(key_dir))
+        is. A host with neither a usable snapshot nor a recorded spec cannot be started (an error says so).
       - V(stopped) takes a snapshot of the host (kind V(stop), named O(snapshot) or C(stop-YYYY-MM-DD-HH-MM-SS)),
         then terminates its sandbox. The host record keeps the status V(stopped) and the stop reason; the host
         stays listed by M(mngr.modal.modal_sandbox_info) with state V(stopped). Stopping a stopped host changes
-        nothing. Stopping a host that does not exist is an error.
+        nothing. Stopping a host that does not exist is an error. Build options, O(tags) and O(ssh_public_key) are
+        not used when stopping.
       - V(absent) terminates the host's sandbox and marks its record destroyed; the host's key folder is removed.
         Its snapshots stay in the catalog (M(mngr.modal.modal_snapshot) deletes them), so a host of the same name,
         or another host, can still be created from them with O(snapshot).

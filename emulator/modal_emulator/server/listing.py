@@ -63,8 +63,10 @@ class TagsAndListRpcs:
             timeout_secs=row.get("timeout_secs") or 0,
             idle_timeout_secs=row.get("idle_timeout_secs") or 0,
             task_info=api_pb2.TaskInfo(
-                id=live.task_id, sandbox_id=live.id, started_at=row["created_at"], result=live.result_proto()
+                id=live.task_id, sandbox_id=live.id, started_at=row["created_at"], result=live.result_proto(),
+                gpu_type=(row.get("resources") or {}).get("gpu_type") or "",
             ),
+            resource_info=_listing_resource_info(row.get("resources") or {}),
             metadata=live.metadata(),
         )
         if not self.state.list_omits_details:
@@ -124,3 +126,14 @@ class TagsAndListRpcs:
 
     SandboxGetFromNameV2 = _listing_from_name
     SandboxGetFromName = _listing_from_name
+
+
+def _listing_resource_info(resources: dict[str, Any]) -> api_pb2.ResourceInfo:
+    """The resources a sandbox was created with, as list pages report them (unset ones stay unset)."""
+    value = api_pb2.ResourceInfo.ResourceValue
+    info = api_pb2.ResourceInfo(gpu_type=resources.get("gpu_type") or "")
+    if resources.get("milli_cpu"):
+        info.milli_cpu.CopyFrom(value(value=resources["milli_cpu"]))
+    if resources.get("memory_mb"):
+        info.memory_mb.CopyFrom(value(value=resources["memory_mb"]))
+    return info

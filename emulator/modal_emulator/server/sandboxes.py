@@ -158,6 +158,13 @@ class SandboxRegistry:
             "created_at": self._created_at(),
             "timeout_secs": definition.timeout_secs,
             "idle_timeout_secs": definition.idle_timeout_secs,
+            # What was asked for, reported back in list pages (SandboxInfo.resource_info) as Modal does.
+            "resources": {
+                "milli_cpu": resources.milli_cpu,
+                "memory_mb": resources.memory_mb,
+                "gpu_type": resources.gpu_config.gpu_type,
+                "gpu_count": resources.gpu_config.count,
+            },
             "tunnels": tunnels,
             "result": None,
             "v2": v2,
