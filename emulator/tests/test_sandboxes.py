@@ -165,21 +165,21 @@ def test_resources_are_accepted(app, sandbox_api, sandboxes) -> None:
 
 def test_list_pages_report_requested_resources(app, sandboxes) -> None:
     """SandboxInfo.resource_info carries what Sandbox.create asked for (cpu in milli-cores, memory in MiB, GPU)."""
-    import asyncio
-
-    from modal.client import _Client
+    from modal._utils.async_utils import synchronizer
     from modal.sandbox._impl_v1 import SandboxImplV1
     from modal_proto import api_pb2
 
     plain = create(sandboxes, app=app, cpu=2.0, memory=3072)
     gpu = create(sandboxes, app=app, gpu="h100:2")
 
-    async def list_all() -> dict[str, api_pb2.SandboxInfo]:
-        client = await _Client.from_env()
-        response = await SandboxImplV1.list_page(client, api_pb2.SandboxListRequest(app_id=app.app_id))
+    async def first_page(client) -> dict[str, api_pb2.SandboxInfo]:
+        # The SDK's client lives on its own event loop: run the page read there (synchronicity also
+        # hands the coroutine the client's async object).
+        request = api_pb2.SandboxListRequest(app_id=app.app_id)
+        response = await SandboxImplV1.list_page(client, request)
         return {info.id: info for info in response.sandboxes}
 
-    infos = asyncio.run(list_all())
+    infos = synchronizer.create_blocking(first_page)(modal.Client.from_env())
     assert infos[plain.object_id].resource_info.milli_cpu.value == 2000
     assert infos[plain.object_id].resource_info.memory_mb.value == 3072
     assert infos[plain.object_id].resource_info.gpu_type == ""
