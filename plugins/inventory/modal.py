@@ -154,14 +154,13 @@ hostnames:
   - "{{ modal_name }}.{{ modal_app }}"
 """
 
-import concurrent.futures
 import dataclasses
 import datetime
 import os
 import re
 import typing as t
 
-from ansible.errors import AnsibleError, AnsibleParserError
+from ansible.errors import AnsibleParserError
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
@@ -174,21 +173,22 @@ from ansible_collections.mngr.modal.plugins.module_utils._client import (
     MODAL_IMPORT_ERROR,
     ModalError,
     ModalSession,
+    is_not_found,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
-    TAG_HOST_ID,
-    TAG_SSH_ENDPOINT,
     Host,
     HostError,
     HostRecord,
     LiveSandbox,
+    SandboxLister,
+    error_message,
     filter_hosts,
     merge_hosts,
-    parse_endpoint,
+    run_bounded,
     state_volume_name,
     validate_host_name,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import SSH_PORT, KeyFolder, ssh_common_args
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyFolder, ssh_common_args
 
 display = Display()
 
@@ -196,98 +196,11 @@ display = Display()
 RAW_FORMAT = 1
 GROUP_ALL = "modal"
 GROUP_STOPPED = "modal_stopped"
-# How long to wait for a sandbox's tunnels when they must be read one sandbox at a time.
-TUNNEL_TIMEOUT_SECONDS = 10
 # At most this many host names are quoted in one warning; the rest are counted.
 WARNING_NAME_LIMIT = 10
 
 
 # --- raw data from Modal (what the cache holds) ------------------------------------------------------
-
-
-def _list_page_details(modal: t.Any, client: t.Any, app_id: str) -> list[dict[str, t.Any]] | None:
-    """Every running sandbox of the app as Modal's list pages describe it, or None if this SDK cannot say.
-
-    Why a private SDK path: the public ``modal.Sandbox.list`` reads the same pages but yields bare handles
-    (id and status) and drops what the pages carry, tags and tunnels included, so each sandbox would then cost
-    one or two more calls. This function pages exactly as ``Sandbox.list`` does (newest first, ``before_timestamp``
-    set to the last sandbox's creation time, until an empty page), through the same SDK classes, and keeps the
-    details. If a future SDK moves these classes, it returns None and the public path is used instead.
-    """
-    try:
-        from modal._utils.async_utils import synchronizer  # pylint: disable=import-outside-toplevel
-        from modal.sandbox._impl_v1 import SandboxImplV1  # pylint: disable=import-outside-toplevel
-        from modal.sandbox._impl_v2 import SandboxImplV2  # pylint: disable=import-outside-toplevel
-        from modal_proto import api_pb2  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        return None
-    impl = SandboxImplV2 if modal.config.config.get("sandbox_v2") is True else SandboxImplV1
-
-    async def all_pages(client_impl: t.Any) -> list[dict[str, t.Any]]:
-        sandboxes: list[dict[str, t.Any]] = []
-        before_timestamp = None
-        while True:
-            request = api_pb2.SandboxListRequest(app_id=app_id, before_timestamp=before_timestamp, include_finished=False)
-            response = await impl.list_page(client_impl, request)
-            if not response.sandboxes:
-                return sandboxes
-            sandboxes.extend(sandbox_info_to_raw(info) for info in response.sandboxes)
-            before_timestamp = response.sandboxes[-1].created_at
-
-    return synchronizer.create_blocking(all_pages)(client)
-
-
-def sandbox_info_to_raw(info: t.Any) -> dict[str, t.Any]:
-    """A ``SandboxInfo`` of a list page as cacheable data; ``tags``/``ssh`` are None when the page lacks them."""
-    tags = {tag.tag_name: tag.tag_value for tag in info.tags}
-    ssh = None
-    for tunnel in info.tunnels:
-        if tunnel.container_port == SSH_PORT and tunnel.unencrypted_host and tunnel.unencrypted_port:
-            ssh = [tunnel.unencrypted_host, int(tunnel.unencrypted_port)]
-    gpu_config = info.task_info.gpu_config
-    gpu = gpu_config.gpu_type or info.task_info.gpu_type or None
-    if gpu and gpu_config.count > 1:
-        gpu = f"{gpu}:{gpu_config.count}"
-    return {
-        "id": info.id,
-        "created_at": info.created_at or None,
-        "tags": tags or None,
-        "ssh": ssh,
-        "gpu": gpu,
-    }
-
-
-def needs_tags(sandbox: dict[str, t.Any]) -> bool:
-    return sandbox.get("tags") is None
-
-
-def needs_tunnel(sandbox: dict[str, t.Any]) -> bool:
-    """A host's sandbox whose SSH endpoint is neither in its tags nor in the list page."""
-    tags = sandbox.get("tags") or {}
-    return bool(tags.get(TAG_HOST_ID)) and not sandbox.get("ssh") and parse_endpoint(tags.get(TAG_SSH_ENDPOINT)) is None
-
-
-def is_not_found(exc: BaseException) -> bool:
-    """Modal's NotFoundError, raw or mapped by the session (code NOT_FOUND)."""
-    if getattr(exc, "code", None) == "NOT_FOUND" or type(exc).__name__ == "NotFoundError":
-        return True
-    cause = exc.__cause__
-    return cause is not None and type(cause).__name__ == "NotFoundError"
-
-
-def run_bounded(fn: t.Callable[[t.Any], t.Any], items: list[t.Any], limit: int) -> list[tuple[t.Any, t.Any, BaseException | None]]:
-    """``fn(item)`` for every item, at most ``limit`` at a time; (item, result, error) per item, in order."""
-    if not items:
-        return []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(limit, len(items)))) as pool:
-        futures = [pool.submit(fn, item) for item in items]
-        results = []
-        for item, future in zip(items, futures):
-            try:
-                results.append((item, future.result(), None))
-            except Exception as exc:  # pylint: disable=broad-exception-caught
-                results.append((item, None, exc))
-        return results
 
 
 class ModalReader:
@@ -321,46 +234,8 @@ class ModalReader:
             raise
 
     def sandboxes(self, app_id: str) -> list[dict[str, t.Any]]:
-        modal = self.session.modal
-        client = self.session.client
-        listed = self.session.call(_list_page_details, modal, client, app_id)
-        if listed is None:
-            listed = [{"id": sid, "created_at": None, "tags": None, "ssh": None, "gpu": None} for sid in self._handles(app_id)]
-        incomplete = [sandbox for sandbox in listed if needs_tags(sandbox) or needs_tunnel(sandbox)]
-        if incomplete:
-            self._complete(app_id, incomplete)
-        return [sandbox for sandbox in listed if sandbox.get("tags") is not None]
-
-    def _handles(self, app_id: str) -> dict[str, t.Any]:
-        modal = self.session.modal
-        client = self.session.client
-        handles = self.session.call(lambda: list(modal.Sandbox.list(app_id=app_id, client=client)))
-        return {handle.object_id: handle for handle in handles}
-
-    def _complete(self, app_id: str, incomplete: list[dict[str, t.Any]]) -> None:
-        """Fill in tags and SSH endpoints one sandbox at a time (concurrently, bounded), for pages that lack them."""
-        handles = self._handles(app_id)
-        call = self.session.call
-
-        def fill(sandbox: dict[str, t.Any]) -> None:
-            handle = handles.get(sandbox["id"])
-            if handle is None:
-                return  # ended between the two listings
-            if needs_tags(sandbox):
-                sandbox["tags"] = dict(call(handle.get_tags) or {})
-            if needs_tunnel(sandbox):
-                tunnels = call(handle.tunnels, timeout=TUNNEL_TIMEOUT_SECONDS)
-                tunnel = tunnels.get(SSH_PORT)
-                if tunnel is not None:
-                    host, port = tunnel.tcp_socket
-                    sandbox["ssh"] = [host, int(port)]
-
-        for sandbox, _result, error in run_bounded(fill, incomplete, self.concurrency):
-            if error is None:
-                continue
-            if not is_not_found(error):
-                self.warn(f"Sandbox {sandbox['id']} is left out: its details could not be read ({_message(error)}).")
-            sandbox["tags"] = None
+        lister = SandboxLister(self.session, self.concurrency, with_tunnels=True, warn=self.warn)
+        return lister.list(app_id)
 
     def records(self, app_name: str) -> list[dict[str, t.Any]]:
         """The host records of the app's state volume (none when the volume does not exist)."""
@@ -382,17 +257,13 @@ class ModalReader:
         for path, raw, error in run_bounded(lambda p: call(lambda: b"".join(volume.read_file(p))), paths, self.concurrency):
             if error is not None:
                 if not is_not_found(error):
-                    self.warn(f"Host record {path} of app {app_name!r} could not be read ({_message(error)}).")
+                    self.warn(f"Host record {path} of app {app_name!r} could not be read ({error_message(error)}).")
                 continue
             try:
                 records.append(dataclasses.asdict(HostRecord.from_json(raw)))
             except ValueError:
                 self.warn(f"Host record {path} of app {app_name!r} is not a host record this version can read.")
         return records
-
-
-def _message(exc: BaseException) -> str:
-    return getattr(exc, "msg", None) or str(exc) or type(exc).__name__
 
 
 # --- from raw data to hosts (pure) -------------------------------------------------------------------
@@ -511,16 +382,6 @@ def summarize(names: list[str]) -> str:
 # --- the plugin ----------------------------------------------------------------------------------------
 
 
-class _OptionsAsModule:
-    """What ModalSession reads from a module (``params``), filled from the inventory's options."""
-
-    def __init__(self, params: dict[str, t.Any]) -> None:
-        self.params = params
-
-    def fail_json(self, **kwargs: t.Any) -> t.NoReturn:
-        raise AnsibleError(kwargs.get("msg", "mngr.modal inventory failed"))
-
-
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     """The ``mngr.modal.modal`` inventory plugin."""
 
@@ -586,14 +447,12 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             raise AnsibleParserError(f"{missing_required_lib('modal')} ({MODAL_IMPORT_ERROR})")
         if self.get_option("include_stopped") and not self._read_records():
             display.warning("mngr.modal.modal: include_stopped needs host_records; stopped hosts are not listed.")
-        params = {
-            "token_id": self._template_option("token_id"),
-            "token_secret": self._template_option("token_secret"),
-            "environment": self.get_option("environment") or None,
-            "app": None,
-            "key_dir": self.get_option("key_dir"),
-        }
-        session = ModalSession(_OptionsAsModule(params))
+        session = ModalSession(
+            token_id=self._template_option("token_id"),
+            token_secret=self._template_option("token_secret"),
+            environment=self.get_option("environment") or None,
+            key_dir=self.get_option("key_dir"),
+        )
         reader = ModalReader(session, int(self.get_option("max_concurrent_calls") or 1), self._warn)
         try:
             apps = [reader.app_data(app, self._read_records()) for app in self._wanted_apps()]

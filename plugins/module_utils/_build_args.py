@@ -272,7 +272,13 @@ def _option_values(spec_key: str, value: t.Any) -> t.Any:
     if spec_key == "env":
         if not isinstance(value, dict):
             raise BuildArgError(f"env must be a dictionary of variable names to values, got {value!r}")
-        return dict(_key_value("env", f"{k}={v}", ENV_NAME, "environment variable name") for k, v in value.items())
+        env = dict(_key_value("env", f"{k}={v}", ENV_NAME, "environment variable name") for k, v in value.items())
+        for name, text in env.items():
+            if re.search(r"[\r\n\x00]", text):
+                # Each variable becomes one NAME=VALUE line of the files SSH logins read their environment from.
+                raise BuildArgError(f"env value of {name} ({text[:40]!r}) contains a line break: SSH sessions read env "
+                                    "one variable per line, so a value must fit on one line")
+        return env
     if spec_key == "idle_timeout":
         return _seconds("idle_timeout", value, IDLE_TIMEOUT_RANGE)
     by_spec_key = {key.spec_key: key for key in BUILD_ARG_KEYS.values()}
@@ -325,10 +331,35 @@ def _check_combinations(spec: dict[str, t.Any], from_build_args: dict[str, t.Any
         for key in ("context_dir", "docker_build_args"):
             if spec[key]:
                 raise BuildArgError(f"{key} ({_describe(key, spec[key])}) only applies with a dockerfile: set dockerfile too")
+    check_network(spec)
     paths = [volume["path"] for volume in spec["volumes"]]
     duplicates = sorted({path for path in paths if paths.count(path) > 1})
     if duplicates:
         raise BuildArgError(f"two volumes are mounted at {duplicates[0]}: each volume needs its own path")
+
+
+def check_network(spec: dict[str, t.Any]) -> None:
+    """offline (no outbound traffic at all) and a cidr_allowlist (some outbound traffic) contradict each other."""
+    if spec.get("offline") and spec.get("cidr_allowlist"):
+        raise BuildArgError(
+            f"offline and cidr_allowlist ({_describe('cidr_allowlist', spec['cidr_allowlist'])}) are both set: offline "
+            "blocks all outbound traffic, cidr_allowlist allows traffic to these blocks. Give one of them."
+        )
+
+
+def network_kwargs(spec: dict[str, t.Any]) -> dict[str, t.Any]:
+    """The outbound-network arguments of ``modal.Sandbox.create`` for a spec (none: open network).
+
+    offline is an empty outbound allowlist rather than ``block_network=True``: the SDK refuses open ports with
+    block_network, and a host needs its SSH port. An empty allowlist blocks every outbound connection while
+    inbound tunnels keep working (the SDK itself suggests ``outbound_cidr_allowlist=[]`` for this).
+    """
+    check_network(spec)
+    if spec.get("offline"):
+        return {"outbound_cidr_allowlist": []}
+    if spec.get("cidr_allowlist"):
+        return {"outbound_cidr_allowlist": list(spec["cidr_allowlist"])}
+    return {}
 
 
 def memory_mib(spec: dict[str, t.Any]) -> int:

@@ -126,12 +126,30 @@ def is_transient(exc: BaseException) -> bool:
     return grpc_status_name(exc) in TRANSIENT_STATUSES
 
 
+def is_not_found(exc: BaseException) -> bool:
+    """Whether a failure means "no such object": Modal's NotFoundError, raw or mapped by the session (NOT_FOUND).
+
+    Follows the chain of causes, because the session wraps SDK errors in a ModalError; a missing file on a
+    volume (FileNotFoundError) counts too.
+    """
+    seen = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in ("NotFoundError", "FileNotFoundError") or getattr(current, "code", None) == "NOT_FOUND":
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def map_error(exc: BaseException, server_url: str) -> ModalError:
     """Turn any exception raised by the SDK into a ModalError with an actionable message."""
     if isinstance(exc, ModalError):
         return exc
     kind = type(exc).__name__
-    text = str(exc) or kind
+    details = str(exc) or kind
+    # The SDK's own messages often end with a period; the sentences below add theirs.
+    text = details.rstrip().rstrip(".") or kind
     status = grpc_status_name(exc)
     if kind == "AuthError" or status == "UNAUTHENTICATED":
         return ModalError(f"Modal did not accept the credentials: {text}. {AUTH_HELP}", code=status or "UNAUTHENTICATED")
@@ -149,8 +167,8 @@ def map_error(exc: BaseException, server_url: str) -> ModalError:
             code=status or "UNAVAILABLE",
         )
     if status is not None:
-        return ModalError(f"Modal API error {status}: {text}", code=status, details=text)
-    return ModalError(f"Modal SDK error ({kind}): {text}", details=text)
+        return ModalError(f"Modal API error {status}: {text}", code=status, details=details)
+    return ModalError(f"Modal SDK error ({kind}): {text}", details=details)
 
 
 def server_url_from_env() -> str:
@@ -188,24 +206,70 @@ def check_reachable(server_url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -
     )
 
 
-class ModalSession:
-    """One module run's connection to Modal: credentials, app, key folder and a retrying call wrapper."""
+def profile_problem(profiles: dict[str, t.Any], requested: str | None, config_path: str) -> str | None:
+    """Why no profile of the Modal config file applies, or None when that is not the reason for missing credentials.
 
-    def __init__(self, module: t.Any, retry: RetryPolicy | None = None) -> None:
+    ``profiles`` maps each profile name of the file to its settings, ``requested`` is MODAL_PROFILE (or None).
+    """
+    names = ", ".join(sorted(profiles)) or "none"
+    if requested:
+        if requested not in profiles:
+            return (
+                f"MODAL_PROFILE is set to {requested!r}, but {config_path} has no profile of that name (its profiles: "
+                f"{names}). Set MODAL_PROFILE to one of them, or unset it to use the active profile."
+            )
+        return None
+    active = [name for name, settings in profiles.items() if isinstance(settings, dict) and settings.get("active") is True]
+    if len(profiles) > 1 and not active:
+        return (
+            f"{config_path} has several profiles ({names}) and none is active. Activate one with "
+            "`modal profile activate NAME`, or choose one for this run with the environment variable MODAL_PROFILE=NAME."
+        )
+    return None
+
+
+def missing_credentials_message(config_module: t.Any) -> str:
+    """The message for "no token anywhere": a profile mix-up when that is the cause, else how to create a token."""
+    # modal.config keeps the parsed file in a private attribute; without it, the generic advice still applies.
+    profiles = getattr(config_module, "_user_config", None)
+    config_path = getattr(config_module, "user_config_path", "~/.modal.toml")
+    problem = profile_problem(profiles, os.environ.get("MODAL_PROFILE") or None, config_path) if isinstance(profiles, dict) else None
+    if problem:
+        return f"No Modal credentials found: {problem}"
+    return f"No Modal credentials found. {AUTH_HELP}"
+
+
+class ModalSession:
+    """One run's connection to Modal: credentials, app, key folder and a retrying call wrapper.
+
+    Built from plain options (what a module's or the inventory's options say); :meth:`from_module` builds it
+    from a module's parameters.
+    """
+
+    def __init__(self, token_id: str | None = None, token_secret: str | None = None, environment: str | None = None,
+                 app: str | None = None, key_dir: str | None = None, retry: RetryPolicy | None = None) -> None:
         if not HAS_MODAL:
-            module.fail_json(msg=missing_required_lib("modal"), exception=MODAL_IMPORT_ERROR)
-        self.module = module
-        params = module.params
-        self.token_id: str | None = params.get("token_id") or None
-        self.token_secret: str | None = params.get("token_secret") or None
-        self.environment: str | None = params.get("environment") or None
-        self.app_name: str = params.get("app") or DEFAULT_APP
-        self.key_dir: str = os.path.expanduser(params.get("key_dir") or DEFAULT_KEY_DIR)
+            raise ModalError(f"{missing_required_lib('modal')} ({MODAL_IMPORT_ERROR})")
+        self.token_id: str | None = token_id or None
+        self.token_secret: str | None = token_secret or None
+        self.environment: str | None = environment or None
+        self.app_name: str = app or DEFAULT_APP
+        self.key_dir: str = os.path.expanduser(key_dir or DEFAULT_KEY_DIR)
         self.server_url = server_url_from_env()
         self.retry = retry or RetryPolicy()
         self._modal: t.Any = None
         self._client: t.Any = None
         self._apps: dict[bool, t.Any] = {}
+
+    @classmethod
+    def from_module(cls, module: t.Any, retry: RetryPolicy | None = None) -> "ModalSession":
+        """The session of a module run, from the shared options; fails the module when the SDK is missing."""
+        if not HAS_MODAL:
+            module.fail_json(msg=missing_required_lib("modal"), exception=MODAL_IMPORT_ERROR)
+        params = module.params
+        return cls(token_id=params.get("token_id"), token_secret=params.get("token_secret"),
+                   environment=params.get("environment"), app=params.get("app"), key_dir=params.get("key_dir"),
+                   retry=retry)
 
     @property
     def modal(self) -> t.Any:
@@ -228,7 +292,7 @@ class ModalSession:
         if self._client is None:
             modal = self.modal
             if not (self.token_id and self.token_secret) and not self._env_or_profile_has_token(modal):
-                raise ModalError(f"No Modal credentials found. {AUTH_HELP}", code="UNAUTHENTICATED")
+                raise ModalError(missing_credentials_message(modal.config), code="UNAUTHENTICATED")
             check_reachable(self.server_url)
             if self.token_id and self.token_secret:
                 self._client = self.call(modal.Client.from_credentials, self.token_id, self.token_secret)

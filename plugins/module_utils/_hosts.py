@@ -16,6 +16,7 @@ Everything above the ``RecordStore`` classes is pure logic, tested without Modal
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
 import io
 import json
@@ -24,12 +25,21 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
+from ansible_collections.mngr.modal.plugins.module_utils._names import validate_name
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+    CLIENT_KEY,
+    KNOWN_HOSTS,
+    SSH_PORT,
+    SSH_USER,
+    KeyFolder,
+    ssh_common_args,
+)
+
 # --- names -----------------------------------------------------------------------------------
 
-# Host names end up in tags, file names and folder names: a safe character set, bounded length.
-# The first character is a letter or digit so that "." and ".." (and hidden folders) are impossible.
+# Host names end up in tags, file names and folder names: the collection's safe names (see _names).
 HOST_NAME_MAX_LENGTH = 63
-_HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 class HostError(ValueError):
@@ -38,18 +48,7 @@ class HostError(ValueError):
 
 def validate_host_name(name: Any, option: str = "name") -> str:
     """Return ``name`` if it is a valid host name, else raise HostError naming it."""
-    if not isinstance(name, str) or not name:
-        raise HostError(f"{option} must be a non-empty string, got {name!r}.")
-    if len(name) > HOST_NAME_MAX_LENGTH:
-        raise HostError(
-            f"{option} {name!r} is {len(name)} characters long; at most {HOST_NAME_MAX_LENGTH} are allowed."
-        )
-    if not _HOST_NAME_RE.match(name):
-        raise HostError(
-            f"{option} {name!r} is not a valid host name: use letters, digits, '-', '_' and '.', "
-            "starting with a letter or a digit."
-        )
-    return name
+    return validate_name(name, option, "host name", HOST_NAME_MAX_LENGTH, HostError)
 
 
 def new_host_id() -> str:
@@ -77,7 +76,6 @@ MAX_USER_TAGS = MAX_SANDBOX_TAGS - len(IDENTITY_TAG_KEYS)
 MAX_TAG_KEY_LENGTH = 63
 MAX_USER_TAG_KEY_LENGTH = MAX_TAG_KEY_LENGTH - len(USER_TAG_PREFIX)
 MAX_TAG_VALUE_LENGTH = 255
-_USER_TAG_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _CONTROL_CHARS_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -99,17 +97,7 @@ def normalize_user_tags(tags: Any, option: str = "tags") -> dict[str, str]:
         )
     normalized: dict[str, str] = {}
     for key, value in tags.items():
-        if not isinstance(key, str) or not key:
-            raise HostError(f"{option} key {key!r} must be a non-empty string.")
-        if len(key) > MAX_USER_TAG_KEY_LENGTH:
-            raise HostError(
-                f"{option} key {key!r} is {len(key)} characters long; at most {MAX_USER_TAG_KEY_LENGTH} are allowed."
-            )
-        if not _USER_TAG_KEY_RE.match(key):
-            raise HostError(
-                f"{option} key {key!r} is not valid: use letters, digits, '-', '_' and '.', "
-                "starting with a letter or a digit."
-            )
+        validate_name(key, f"{option} key", "tag key", MAX_USER_TAG_KEY_LENGTH, HostError)
         if isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, (str, int, float)):
@@ -252,11 +240,24 @@ def state_volume_name(app_name: str) -> str:
 
 @dataclass
 class LiveSandbox:
-    """A running sandbox of the app, with its tags (read once)."""
+    """A running sandbox of the app, with its tags (read once).
+
+    ``handle`` is the SDK's ``Sandbox`` object. A sandbox read from list pages has none until it is needed:
+    ``open_handle`` (``modal.Sandbox.from_id``) then makes one, so a listing never costs a call per sandbox.
+    ``ssh_endpoint`` is the SSH tunnel as the list page showed it, if it did.
+    """
 
     sandbox_id: str
     tags: dict[str, str]
-    handle: Any = None
+    _handle: Any = None
+    ssh_endpoint: tuple[str, int] | None = None
+    open_handle: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None and self.open_handle is not None:
+            self._handle = self.open_handle(self.sandbox_id)
+        return self._handle
 
 
 @dataclass
@@ -309,7 +310,7 @@ def merge_hosts(live: Iterable[LiveSandbox], records: Iterable[HostRecord]) -> l
             by_id[identity.host_id] = host
         if host.sandbox is None:
             host.sandbox = sandbox
-            host.ssh_endpoint = identity.ssh_endpoint
+            host.ssh_endpoint = identity.ssh_endpoint or sandbox.ssh_endpoint
     hosts = []
     for host in by_id.values():
         if host.sandbox is None and host.record is not None and host.record.status in (STATUS_DESTROYED, STATUS_FAILED):
@@ -405,7 +406,7 @@ class VolumeRecordStore:
             try:
                 self._call(volume.hydrate)
             except Exception as exc:  # ModalError from the session: NotFound means "no volume yet"
-                if not self._create and _is_not_found(exc):
+                if not self._create and is_not_found(exc):
                     self._missing = True
                     return None
                 raise
@@ -419,7 +420,7 @@ class VolumeRecordStore:
         try:
             entries = self._call(volume.listdir, "hosts")
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return []
             raise
         records = []
@@ -442,7 +443,7 @@ class VolumeRecordStore:
         try:
             raw = self._call(lambda: b"".join(volume.read_file(path)))
         except Exception as exc:
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return None
             raise
         try:
@@ -465,21 +466,175 @@ class VolumeRecordStore:
         self._call(upload)
 
 
-def _is_not_found(exc: BaseException) -> bool:
-    """True for Modal's NotFoundError, whether raw or mapped by the session (code NOT_FOUND)."""
-    if type(exc).__name__ == "NotFoundError":
-        return True
-    if getattr(exc, "code", None) == "NOT_FOUND":
-        return True
-    cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and type(cause).__name__ == "NotFoundError"
+# --- reading the app's running sandboxes ---------------------------------------------------------
+
+# How many per-sandbox calls run at once when list pages lack details (the inventory's max_concurrent_calls).
+LIST_CONCURRENCY = 16
+# How long to wait for a sandbox's tunnels when they must be read one sandbox at a time.
+TUNNEL_TIMEOUT_SECONDS = 10
 
 
-# --- the app's hosts, as both modules read them -------------------------------------------------
+def list_page_details(modal: Any, client: Any, app_id: str) -> list[dict[str, Any]] | None:
+    """Every running sandbox of the app as Modal's list pages describe it, or None if this SDK cannot say.
+
+    Why a private SDK path: the public ``modal.Sandbox.list`` reads the same pages but yields bare handles
+    (id and status) and drops what the pages carry, tags and tunnels included, so each sandbox would then cost
+    one or two more calls. This function pages exactly as ``Sandbox.list`` does (newest first, ``before_timestamp``
+    set to the last sandbox's creation time, until an empty page), through the same SDK classes, and keeps the
+    details. If a future SDK moves these classes, it returns None and the public path is used instead.
+    """
+    try:
+        from modal._utils.async_utils import synchronizer  # pylint: disable=import-outside-toplevel
+        from modal.sandbox._impl_v1 import SandboxImplV1  # pylint: disable=import-outside-toplevel
+        from modal.sandbox._impl_v2 import SandboxImplV2  # pylint: disable=import-outside-toplevel
+        from modal_proto import api_pb2  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    impl = SandboxImplV2 if modal.config.config.get("sandbox_v2") is True else SandboxImplV1
+
+    async def all_pages(client_impl: Any) -> list[dict[str, Any]]:
+        sandboxes: list[dict[str, Any]] = []
+        before_timestamp = None
+        while True:
+            request = api_pb2.SandboxListRequest(app_id=app_id, before_timestamp=before_timestamp, include_finished=False)
+            response = await impl.list_page(client_impl, request)
+            if not response.sandboxes:
+                return sandboxes
+            sandboxes.extend(sandbox_info_to_raw(info) for info in response.sandboxes)
+            before_timestamp = response.sandboxes[-1].created_at
+
+    return synchronizer.create_blocking(all_pages)(client)
+
+
+def sandbox_info_to_raw(info: Any) -> dict[str, Any]:
+    """A ``SandboxInfo`` of a list page as plain data; ``tags``/``ssh`` are None when the page lacks them."""
+    tags = {tag.tag_name: tag.tag_value for tag in info.tags}
+    ssh = None
+    for tunnel in info.tunnels:
+        if tunnel.container_port == SSH_PORT and tunnel.unencrypted_host and tunnel.unencrypted_port:
+            ssh = [tunnel.unencrypted_host, int(tunnel.unencrypted_port)]
+    gpu_config = info.task_info.gpu_config
+    gpu = gpu_config.gpu_type or info.task_info.gpu_type or None
+    if gpu and gpu_config.count > 1:
+        gpu = f"{gpu}:{gpu_config.count}"
+    return {
+        "id": info.id,
+        "created_at": info.created_at or None,
+        "tags": tags or None,
+        "ssh": ssh,
+        "gpu": gpu,
+    }
+
+
+def needs_tags(sandbox: dict[str, Any]) -> bool:
+    return sandbox.get("tags") is None
+
+
+def needs_tunnel(sandbox: dict[str, Any]) -> bool:
+    """A host's sandbox whose SSH endpoint is neither in its tags nor in the list page."""
+    tags = sandbox.get("tags") or {}
+    return bool(tags.get(TAG_HOST_ID)) and not sandbox.get("ssh") and parse_endpoint(tags.get(TAG_SSH_ENDPOINT)) is None
+
+
+def ssh_tunnel_endpoint(call: Callable[..., Any], handle: Any, timeout: int) -> tuple[str, int] | None:
+    """(host, port) of a sandbox's SSH tunnel, read from Modal; None when it has no tunnel for the SSH port."""
+    tunnel = call(handle.tunnels, timeout=timeout).get(SSH_PORT)
+    if tunnel is None:
+        return None
+    host, port = tunnel.tcp_socket
+    return host, int(port)
+
+
+def run_bounded(fn: Callable[[Any], Any], items: list[Any], limit: int) -> list[tuple[Any, Any, BaseException | None]]:
+    """``fn(item)`` for every item, at most ``limit`` at a time; (item, result, error) per item, in order."""
+    if not items:
+        return []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(limit, len(items)))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        results = []
+        for item, future in zip(items, futures):
+            try:
+                results.append((item, future.result(), None))
+            except Exception as exc:  # pylint: disable=broad-exception-caught
+                results.append((item, None, exc))
+        return results
+
+
+class SandboxLister:
+    """The running sandboxes of an app as plain data: ``{id, created_at, tags, ssh, gpu}`` each.
+
+    One call per list page when the pages carry tags and tunnels. Otherwise (an SDK whose private list path
+    moved, or a server that leaves the details out) the missing details are read one sandbox at a time, at
+    most ``concurrency`` calls at once; ``with_tunnels`` also reads the tunnel of each host whose SSH endpoint
+    neither its tags nor the page gives. A sandbox that ended meanwhile is left out. Any other failure to read
+    a sandbox is passed to ``warn`` and the sandbox left out, or raised when ``warn`` is None (a module that
+    changes hosts must not act on a partial list).
+    """
+
+    def __init__(self, session: Any, concurrency: int = LIST_CONCURRENCY, with_tunnels: bool = False,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.session = session
+        self.concurrency = max(1, concurrency)
+        self.with_tunnels = with_tunnels
+        self.warn = warn
+        # SDK handles by sandbox id, when the public listing had to be used (they come with it for free).
+        self.handles: dict[str, Any] = {}
+
+    def list(self, app_id: str) -> list[dict[str, Any]]:
+        session = self.session
+        listed = session.call(list_page_details, session.modal, session.client, app_id)
+        if listed is None:
+            listed = [{"id": sid, "created_at": None, "tags": None, "ssh": None, "gpu": None}
+                      for sid in self._public_handles(app_id)]
+        incomplete = [sandbox for sandbox in listed
+                      if needs_tags(sandbox) or (self.with_tunnels and needs_tunnel(sandbox))]
+        if incomplete:
+            self._complete(app_id, incomplete)
+        return [sandbox for sandbox in listed if sandbox.get("tags") is not None]
+
+    def _public_handles(self, app_id: str) -> dict[str, Any]:
+        if not self.handles:
+            modal = self.session.modal
+            client = self.session.client
+            handles = self.session.call(lambda: list(modal.Sandbox.list(app_id=app_id, client=client)))
+            self.handles = {handle.object_id: handle for handle in handles}
+        return self.handles
+
+    def _complete(self, app_id: str, incomplete: list[dict[str, Any]]) -> None:
+        """Fill in tags (and SSH endpoints) one sandbox at a time, concurrently, for pages that lack them."""
+        handles = self._public_handles(app_id)
+        call = self.session.call
+
+        def fill(sandbox: dict[str, Any]) -> None:
+            handle = handles.get(sandbox["id"])
+            if handle is None:
+                return  # ended between the two listings
+            if needs_tags(sandbox):
+                sandbox["tags"] = dict(call(handle.get_tags) or {})
+            if self.with_tunnels and needs_tunnel(sandbox):
+                endpoint = ssh_tunnel_endpoint(call, handle, TUNNEL_TIMEOUT_SECONDS)
+                if endpoint is not None:
+                    sandbox["ssh"] = list(endpoint)
+
+        for sandbox, _result, error in run_bounded(fill, incomplete, self.concurrency):
+            if error is None:
+                continue
+            if not is_not_found(error):
+                if self.warn is None:
+                    raise error
+                self.warn(f"Sandbox {sandbox['id']} is left out: its details could not be read ({error_message(error)}).")
+            sandbox["tags"] = None
+
+
+def error_message(exc: BaseException) -> str:
+    return getattr(exc, "msg", None) or str(exc) or type(exc).__name__
+
+
+# --- the app's hosts, as the modules read them -------------------------------------------------
 
 
 class HostDirectory:
-    """The hosts of one app: live sandboxes (one list call plus one tag read each) merged with records.
+    """The hosts of one app: live sandboxes (one list call per page, see SandboxLister) merged with records.
 
     ``session`` is a ModalSession; ``app`` the app handle or None when the app does not exist (then
     there are no hosts, and nothing is created).
@@ -497,20 +652,18 @@ class HostDirectory:
         return self._live
 
     def _list_live(self) -> list[LiveSandbox]:
-        modal = self.session.modal
-        client = self.session.client
-        app_id = self.app.app_id
-        handles = self.session.call(lambda: list(modal.Sandbox.list(app_id=app_id, client=client)))
-        live = []
-        for handle in handles:
-            try:
-                tags = self.session.call(handle.get_tags)
-            except Exception as exc:  # a sandbox that ended between the list and this read is not live
-                if _is_not_found(exc):
-                    continue
-                raise
-            live.append(LiveSandbox(handle.object_id, dict(tags or {}), handle))
-        return live
+        lister = SandboxLister(self.session)
+        listed = lister.list(self.app.app_id)
+        return [
+            LiveSandbox(sandbox["id"], dict(sandbox["tags"]), lister.handles.get(sandbox["id"]),
+                        ssh_endpoint=tuple(sandbox["ssh"]) if sandbox.get("ssh") else None,
+                        open_handle=self._open_handle)
+            for sandbox in listed
+        ]
+
+    def _open_handle(self, sandbox_id: str) -> Any:
+        session = self.session
+        return session.call(session.modal.Sandbox.from_id, sandbox_id, client=session.client)
 
     def hosts(self) -> list[Host]:
         return merge_hosts(self.live_sandboxes(), self.store.list())
@@ -542,10 +695,6 @@ class HostDirectory:
 def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str, str], spec: dict[str, Any],
                 sandbox_id: str | None, endpoint: tuple[str, int] | None, key_dir: str, app: str) -> dict[str, Any]:
     """The shape both modules return for one host (``modal_sandbox`` and each ``modal_sandbox_info`` item)."""
-    from ansible_collections.mngr.modal.plugins.module_utils._ssh import (  # pylint: disable=import-outside-toplevel
-        CLIENT_KEY, KNOWN_HOSTS, SSH_USER, KeyFolder, ssh_common_args,
-    )
-
     folder = KeyFolder.locate(key_dir, name, host_id) if host_id else None
     folder = folder or KeyFolder(key_dir, name)
     known_hosts = folder.known_hosts

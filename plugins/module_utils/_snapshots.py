@@ -34,12 +34,14 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
+from ansible_collections.mngr.modal.plugins.module_utils._names import validate_name
+
 # --- names -----------------------------------------------------------------------------------
 
 # A snapshot name becomes a file name on the volume: a safe character set (no "/", so no sub-folders;
 # first character a letter or digit, so no "." or ".."), and a bounded length.
 SNAPSHOT_NAME_MAX_LENGTH = 128
-_SNAPSHOT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Modal image ids look like this; a name of that shape would make "snapshot: NAME|ID" ambiguous.
 _IMAGE_ID_RE = re.compile(r"^im-[A-Za-z0-9]+$")
 
@@ -62,17 +64,8 @@ class SnapshotError(ValueError):
 
 def validate_snapshot_name(name: Any, option: str = "name") -> str:
     """Return ``name`` if it is a valid snapshot name, else raise SnapshotError naming it."""
-    if not isinstance(name, str) or not name:
-        raise SnapshotError(f"{option} must be a non-empty string, got {name!r}.")
-    if len(name) > SNAPSHOT_NAME_MAX_LENGTH:
-        raise SnapshotError(
-            f"{option} {name[:40]!r}... is {len(name)} characters long; at most {SNAPSHOT_NAME_MAX_LENGTH} are allowed."
-        )
-    if not _SNAPSHOT_NAME_RE.match(name):
-        raise SnapshotError(
-            f"{option} {name!r} is not a valid snapshot name: it becomes a file name on the state volume, so use "
-            "letters, digits, '-', '_' and '.', starting with a letter or a digit (no '/', no '..')."
-        )
+    validate_name(name, option, "snapshot name", SNAPSHOT_NAME_MAX_LENGTH, SnapshotError,
+                  why="it becomes a file name on the state volume (no '/', no '..')")
     if _IMAGE_ID_RE.match(name):
         raise SnapshotError(f"{option} {name!r} looks like a Modal image id (im-...); choose a name that does not.")
     return name
@@ -451,18 +444,6 @@ def take_snapshot(call: Callable[..., Any], catalog: SnapshotCatalog, journal: J
 # --- the catalog on a Modal volume ---------------------------------------------------------------
 
 
-def _is_not_found(exc: BaseException) -> bool:
-    """Modal's NotFoundError, raw or mapped by the session (code NOT_FOUND)."""
-    seen = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if type(current).__name__ in ("NotFoundError", "FileNotFoundError") or getattr(current, "code", None) == "NOT_FOUND":
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
 class VolumeFiles:
     """CatalogFiles on the app's state volume, every SDK call through ``session.call``.
 
@@ -485,7 +466,7 @@ class VolumeFiles:
             try:
                 self.session.call(volume.hydrate)
             except Exception as exc:  # pylint: disable=broad-exception-caught
-                if not self.create_volume and _is_not_found(exc):
+                if not self.create_volume and is_not_found(exc):
                     self._missing = True
                     return None
                 raise
@@ -499,7 +480,7 @@ class VolumeFiles:
         try:
             entries = self.session.call(volume.listdir, folder, recursive=True)
         except Exception as exc:  # pylint: disable=broad-exception-caught
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return []
             raise
         file_type = getattr(getattr(self.session.modal, "volume", None), "FileEntryType", None)
@@ -517,7 +498,7 @@ class VolumeFiles:
         try:
             return self.session.call(lambda: b"".join(volume.read_file(path)))
         except Exception as exc:  # pylint: disable=broad-exception-caught
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return None
             raise
 
@@ -545,7 +526,7 @@ class VolumeFiles:
         try:
             self.session.call(volume.remove_file, path)
         except Exception as exc:  # pylint: disable=broad-exception-caught
-            if _is_not_found(exc):
+            if is_not_found(exc):
                 return False
             raise
         return True

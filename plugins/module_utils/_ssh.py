@@ -208,6 +208,14 @@ class KeyFolder:
 ENV_AUTHORIZED_KEYS = "MNGR_AUTHORIZED_KEYS"
 ENV_HOST_KEY = "MNGR_HOST_KEY"
 ENV_HOST_KEY_PUB = "MNGR_HOST_KEY_PUB"
+ENV_LOGIN_ENV = "MNGR_LOGIN_ENV"
+
+# The host's env option, as NAME=VALUE lines, for SSH logins: sshd starts each session with a clean
+# environment, so the sandbox's own environment does not reach Ansible's tasks. The lines go to
+# /root/.ssh/environment, which this sshd reads (PermitUserEnvironment; it runs without PAM), and to a
+# marked block of /etc/environment, which pam_env reads for logins that do use PAM (su -l, an image's own sshd).
+ETC_ENVIRONMENT_BEGIN = "# BEGIN mngr.modal env"
+ETC_ENVIRONMENT_END = "# END mngr.modal env"
 
 SSHD_PATH = "/usr/sbin/sshd"
 
@@ -236,11 +244,19 @@ printf '%s\\n' "${host}" > /etc/ssh/ssh_host_ed25519_key
 printf '%s\\n' "${host_pub}" > /etc/ssh/ssh_host_ed25519_key.pub
 chmod 0600 /etc/ssh/ssh_host_ed25519_key
 chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub
+printf '%s\n' "${login_env}" > /root/.ssh/environment
+touch /etc/environment
+sed -i '/^{env_begin}$/,/^{env_end}$/d' /etc/environment
+if [ -n "${login_env}" ]; then
+  printf '%s\n%s\n%s\n' '{env_begin}' "${login_env}" '{env_end}' >> /etc/environment
+fi
+chmod 0644 /etc/environment
 {sshd} -t -f /etc/ssh/sshd_config {options}
 echo mngr-modal-bootstrap-ok
 """
 
-# sshd options: our host key only, keys only, root by key, no PAM (sandboxes have no login sessions).
+# sshd options: our host key only, keys only, root by key, no PAM (sandboxes have no login sessions), and
+# ~/.ssh/environment read at login (the host's env option, see ENV_LOGIN_ENV).
 SSHD_OPTIONS = (
     "-o", "HostKey=/etc/ssh/ssh_host_ed25519_key",
     "-o", "PermitRootLogin=prohibit-password",
@@ -249,6 +265,7 @@ SSHD_OPTIONS = (
     "-o", "PubkeyAuthentication=yes",
     "-o", "AuthorizedKeysFile=.ssh/authorized_keys",
     "-o", "UsePAM=no",
+    "-o", "PermitUserEnvironment=yes",
     "-o", "PidFile=/run/sshd.pid",
 )
 
@@ -261,17 +278,23 @@ def bootstrap_script() -> str:
         auth="{" + ENV_AUTHORIZED_KEYS + "}",
         host="{" + ENV_HOST_KEY + "}",
         host_pub="{" + ENV_HOST_KEY_PUB + "}",
+        login_env="{" + ENV_LOGIN_ENV + "}",
+        env_begin=ETC_ENVIRONMENT_BEGIN,
+        env_end=ETC_ENVIRONMENT_END,
         options=" ".join(shlex.quote(option) for option in SSHD_OPTIONS),
     )
 
 
 def bootstrap_env(client_public_key: str, host_private_key: str, host_public_key: str,
-                  extra_authorized_keys: list[str] | None = None) -> dict[str, str]:
+                  extra_authorized_keys: list[str] | None = None,
+                  login_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The setup exec's environment: the keys, and the variables SSH logins get (``login_env``, the env option)."""
     keys = [client_public_key] + [key.strip() for key in (extra_authorized_keys or []) if key and key.strip()]
     return {
         ENV_AUTHORIZED_KEYS: "\n".join(keys),
         ENV_HOST_KEY: host_private_key.strip(),
         ENV_HOST_KEY_PUB: host_public_key.strip(),
+        ENV_LOGIN_ENV: "\n".join(f"{name}={value}" for name, value in sorted((login_env or {}).items())),
     }
 
 

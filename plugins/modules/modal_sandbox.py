@@ -119,16 +119,23 @@ options:
     description:
       - Names of environment variables of the controller whose values are passed to the sandbox as a Modal secret
         (same names inside the sandbox). Only the names are recorded.
+      - The values reach the sandbox's own processes only, not SSH sessions (so not Ansible tasks on the host),
+        because they are never written to the host's disk, where snapshots would keep them. Pass a secret to a
+        task with the C(environment) keyword and C(no_log=true) instead.
     type: list
     elements: str
   cidr_allowlist:
     description:
-      - CIDR blocks the sandbox may connect to; when set, all other outbound traffic is blocked.
+      - CIDR blocks the sandbox may connect to; when set, all other outbound traffic is blocked. Inbound SSH
+        through the tunnel is not affected.
+      - Cannot be combined with O(offline=true).
     type: list
     elements: str
   offline:
     description:
-      - Block all outbound network access from the sandbox.
+      - Block all outbound network access from the sandbox, while SSH through the tunnel keeps working.
+      - Implemented as an empty outbound allowlist (Modal's C(block_network) would close the SSH port too).
+      - Cannot be combined with a non-empty O(cidr_allowlist).
     type: bool
   volumes:
     description:
@@ -137,7 +144,10 @@ options:
     elements: raw
   env:
     description:
-      - Environment variables of the sandbox.
+      - Environment variables of the sandbox, for its own processes and for SSH sessions (so Ansible tasks on
+        the host see them). For SSH, they are written to C(/root/.ssh/environment) and to a marked block of
+        C(/etc/environment) when the host's sandbox starts, so they are in the host's files and snapshots. Put
+        nothing secret here (see O(secrets)). Each value must fit on one line.
     type: dict
   tags:
     description:
@@ -169,7 +179,8 @@ options:
         (ignored for a host that is running). V(NAME) is a snapshot of this host, or of any host of the app when
         only one has a snapshot of that name; V(HOST/NAME) names another host's snapshot; V(im-...) is the
         snapshot's image id. Giving it for a new host makes a copy (a clone) of the snapshot's host, with its
-        files and, unless options here say otherwise, its resources.
+        files and the spec recorded with the snapshot; each build option given here (O(memory), O(cpu)...)
+        replaces only its own key of that spec.
       - With O(state=stopped), the name of the snapshot taken before the sandbox is terminated (same rules as the
         O(mngr.modal.modal_snapshot#module:name) option of M(mngr.modal.modal_snapshot)). A host that already has a
         snapshot of that name is not stopped (an error says so).
@@ -391,21 +402,25 @@ import contextlib
 import json
 import os
 import re
-import traceback
 from typing import Any, Iterator
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.mngr.modal.plugins.module_utils._base import EXPECTED_ERRORS, ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     BuildArgError,
+    check_network,
     memory_mib,
+    network_kwargs,
     parse_build_args,
     resolve_spec,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._client import (
-    ModalError,
-    ModalSession,
-    modal_argument_spec,
+from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
+from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
+    DockerfileError,
+    DockerfilePlan,
+    dockerfile_image,
+    load_dockerfile,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     STATUS_DESTROYED,
@@ -441,7 +456,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
 )
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     CLIENT_KEY,
-    HAS_CRYPTOGRAPHY,
     HOST_KEY,
     INSTALL_OPENSSH_COMMAND,
     SSH_PORT,
@@ -458,108 +472,6 @@ SPEC_OPTIONS = ("gpu", "cpu", "memory", "image", "dockerfile", "context_dir", "d
 # Spec keys that say how to build an image: meaningless when the host starts from a snapshot's image.
 IMAGE_SPEC_KEYS = ("image", "dockerfile", "context_dir", "docker_build_args")
 LOG_TAIL_LINES = 30
-
-
-class DockerfileError(ValueError):
-    """A Dockerfile this module cannot replay; the message names the line and what to do."""
-
-
-# --- Dockerfile replay ---------------------------------------------------------------------------
-
-
-def dockerfile_instructions(text: str) -> list[str]:
-    """Logical instructions of a Dockerfile: continuation lines joined, comments and blank lines dropped."""
-    instructions: list[str] = []
-    current = ""
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if not current and (not line or line.startswith("#")):
-            continue
-        if current and line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1].rstrip() + " "
-            continue
-        current += line
-        if current.strip():
-            instructions.append(current.strip())
-        current = ""
-    if current.strip():
-        instructions.append(current.strip())
-    return instructions
-
-
-_ARG_RE = re.compile(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(.*))?$", re.IGNORECASE)
-_VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-
-
-def plan_dockerfile(text: str, build_args: dict[str, str]) -> tuple[str, list[list[str]], list[str]]:
-    """(base image, layers to replay, warnings) for a single-stage Dockerfile.
-
-    Each layer is one instruction, preceded by the ``ARG`` lines declared before it: every layer is built
-    as its own small Dockerfile, and an ARG is in scope for the rest of the stage, so it has to be repeated
-    (an ARG line changes no file, so the layer still holds exactly one instruction's changes).
-    ``ARG`` lines named in ``build_args`` are rewritten to carry the given value (an ARG before ``FROM`` is
-    substituted into the ``FROM`` line); a build arg the file does not declare is an error.
-    """
-    instructions = dockerfile_instructions(text)
-    froms = [i for i in instructions if i.split(None, 1)[0].upper() == "FROM"]
-    if not froms:
-        raise DockerfileError("the Dockerfile has no FROM line")
-    if len(froms) > 1:
-        raise DockerfileError(
-            f"multi-stage Dockerfiles are not supported (found {len(froms)} FROM lines: "
-            f"{'; '.join(froms)}): build the final stage only, or publish the earlier stage as an image"
-        )
-    declared = []
-    for instruction in instructions:
-        match = _ARG_RE.match(instruction)
-        if match:
-            declared.append(match.group(1))
-    unknown = sorted(set(build_args) - set(declared))
-    if unknown:
-        raise DockerfileError(
-            f"docker build arg {', '.join(unknown)} is not declared by an ARG line in the Dockerfile "
-            f"(declared: {', '.join(declared) or 'none'})"
-        )
-    global_args: dict[str, str] = {}
-    base = ""
-    args_in_scope: list[str] = []
-    steps: list[list[str]] = []
-    warnings: list[str] = []
-    seen_from = False
-    for instruction in instructions:
-        keyword = instruction.split(None, 1)[0].upper()
-        match = _ARG_RE.match(instruction)
-        if match:
-            name, default = match.group(1), match.group(2)
-            value = build_args.get(name, default)
-            if not seen_from:
-                global_args[name] = value or ""
-                continue
-            args_in_scope.append(f"ARG {name}={value}" if value is not None else f"ARG {name}")
-            continue
-        if keyword == "FROM":
-            seen_from = True
-            words = instruction.split()[1:]
-            words = [w for w in words if not w.startswith("--platform")]
-            if not words:
-                raise DockerfileError(f"cannot read the image of {instruction!r}")
-            base = _VAR_RE.sub(lambda m: global_args.get(m.group(1) or m.group(2), ""), words[0])
-            if not base or "$" in base:
-                raise DockerfileError(f"cannot resolve the image of {instruction!r}")
-            continue
-        if keyword in ("COPY", "ADD") and re.search(r"\s--from=", instruction):
-            raise DockerfileError(f"{instruction!r} copies from another stage or image: multi-stage builds are not supported")
-        if keyword in ("CMD", "ENTRYPOINT"):
-            warnings.append(f"Dockerfile {keyword} is ignored ({instruction!r}): the host runs sshd and what you start over SSH")
-            continue
-        if keyword in ("ONBUILD", "HEALTHCHECK", "STOPSIGNAL", "SHELL", "VOLUME", "EXPOSE", "MAINTAINER", "LABEL"):
-            if keyword in ("SHELL", "ONBUILD"):
-                raise DockerfileError(f"Dockerfile instruction {keyword} is not supported ({instruction!r})")
-            continue
-        steps.append(args_in_scope + [instruction])
-    return base, steps, warnings
 
 
 # --- build log capture -----------------------------------------------------------------------------
@@ -610,21 +522,56 @@ class CreateFailure(Exception):
         self.log = log
         self.code = code
 
+    def fail_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``module.fail_json``: the message, then the log's last lines."""
+        kwargs: dict[str, Any] = {"msg": self.message + (f"\n--- last lines of the log ---\n{self.log}" if self.log else "")}
+        if self.code:
+            kwargs["error_code"] = self.code
+        return kwargs
 
-class ModalSandboxModule:
+
+class ModalSandboxModule(ModalModule):
     """Decides what a host needs, then (outside check mode) does it."""
 
+    represent = "modal_sandbox"
+    options = {
+        "name": {"type": "str", "required": True},
+        "state": {"type": "str", "default": "present", "choices": ["present", "started", "stopped", "absent"]},
+        "build_args": {"type": "raw"},
+        "gpu": {"type": "str"},
+        "cpu": {"type": "float"},
+        "memory": {"type": "float"},
+        "image": {"type": "str"},
+        "dockerfile": {"type": "path"},
+        "context_dir": {"type": "path"},
+        "docker_build_args": {"type": "dict"},
+        "timeout": {"type": "int"},
+        "idle_timeout": {"type": "int"},
+        "region": {"type": "str"},
+        "secrets": {"type": "list", "elements": "str", "no_log": False},
+        "cidr_allowlist": {"type": "list", "elements": "str"},
+        "offline": {"type": "bool"},
+        "volumes": {"type": "list", "elements": "raw"},
+        "env": {"type": "dict"},
+        "tags": {"type": "dict"},
+        "purge_tags": {"type": "bool", "default": False},
+        "new_name": {"type": "str"},
+        "snapshot": {"type": "str"},
+        "ssh_public_key": {"type": "str", "no_log": False},
+        "wait": {"type": "bool", "default": True},
+        "wait_timeout": {"type": "int", "default": 300},
+    }
+    expected_errors = EXPECTED_ERRORS + (DockerfileError, CreateFailure)
+    reports_diff = True
+    needs_cryptography = True
+
     def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        self.params = module.params
-        self.check_mode = module.check_mode
-        self.changed = False
-        self.warnings: list[str] = []
-        self.diff: dict[str, Any] = {"before": {}, "after": {}}
-        self.session: ModalSession | None = None
+        super().__init__(module)
         self.directory: HostDirectory | None = None
         self.given_spec_keys: list[str] = []
         self.spec: dict[str, Any] = {}
+        self.requested_tags: dict[str, str] | None = None
+        self.dockerfile_plan: DockerfilePlan | None = None
         self._catalog: SnapshotCatalog | None = None
 
     # --- input ----------------------------------------------------------------------------------
@@ -658,21 +605,19 @@ class ModalSandboxModule:
                 f"snapshot={params['snapshot']} cannot be combined with {', '.join(image_keys)}: a host started from "
                 "a snapshot runs the snapshot's image. Give one or the other."
             )
-        if self.spec["dockerfile"]:
-            self._check_dockerfile()
-        for name in self.spec["secrets"]:
-            if name not in os.environ:
-                raise BuildArgError(f"secret {name} names an environment variable that is not set on the controller")
+        self._check_on_controller(building=True)
         if params["ssh_public_key"] is not None:
             key = params["ssh_public_key"].strip()
             if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$", key) or "\n" in key:
                 raise HostError(f"ssh_public_key is not one OpenSSH public key line: {key[:60]!r}")
 
-    def _check_recorded_spec(self, building: bool) -> None:
-        """The checks of validate_inputs that depend on the controller, for a spec read from a record.
+    def _check_on_controller(self, building: bool) -> None:
+        """The checks of a spec (requested, or read from a record) that depend on this controller.
 
-        The Dockerfile matters only when the image is built (``building``), not when a snapshot's image is used.
+        The Dockerfile matters only when the image is built (``building``), not when a snapshot's image is used;
+        the secrets' values are read from the controller's environment whenever a sandbox is created.
         """
+        check_network(self.spec)
         if building and self.spec.get("dockerfile"):
             self._check_dockerfile()
         for name in self.spec.get("secrets") or []:
@@ -681,51 +626,18 @@ class ModalSandboxModule:
 
     def _check_dockerfile(self) -> None:
         # Paths from options arrive expanded (type=path); paths from build_args are expanded by _build_args.
-        path = os.path.abspath(self.spec["dockerfile"])
-        if not os.path.isfile(path):
-            raise DockerfileError(f"dockerfile {self.spec['dockerfile']} does not exist on the controller")
-        context_dir = self.spec["context_dir"] or os.path.dirname(path)
-        if not os.path.isdir(context_dir):
-            raise DockerfileError(f"context_dir {context_dir} is not a folder on the controller")
-        with open(path, encoding="utf-8") as handle:
-            self.dockerfile_text = handle.read()
-        self.dockerfile_plan = plan_dockerfile(self.dockerfile_text, self.spec["docker_build_args"])
+        self.dockerfile_plan = load_dockerfile(self.spec["dockerfile"], self.spec["context_dir"],
+                                               self.spec["docker_build_args"])
 
     # --- entry point ----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        params = self.params
-        state = params["state"]
-        try:
-            self.validate_inputs()
-        except (HostError, BuildArgError, DockerfileError, SnapshotError) as exc:
-            self.module.fail_json(msg=str(exc))
-        self.session = ModalSession(self.module)
-        try:
-            if state == "absent":
-                result = self.absent()
-            elif state == "stopped":
-                result = self.stopped()
-            else:
-                result = self.present()
-        except ModalError as exc:
-            self.module.fail_json(**exc.fail_kwargs())
-        except SnapshotError as exc:
-            self.module.fail_json(msg=str(exc))
-        except CreateFailure as exc:
-            msg = exc.message + (f"\n--- last lines of the log ---\n{exc.log}" if exc.log else "")
-            kwargs = {"msg": msg}
-            if exc.code:
-                kwargs["error_code"] = exc.code
-            self.module.fail_json(**kwargs)
-        finally:
-            self.session.close()
-        for warning in self.warnings:
-            self.module.warn(warning)
-        output: dict[str, Any] = {"changed": self.changed, "modal_sandbox": result}
-        if self.module._diff:  # pylint: disable=protected-access
-            output["diff"] = self.diff
-        self.module.exit_json(**output)
+    def execute(self) -> dict[str, Any]:
+        state = self.params["state"]
+        if state == "absent":
+            return self.absent()
+        if state == "stopped":
+            return self.stopped()
+        return self.present()
 
     # --- reading the app's hosts ----------------------------------------------------------------------
 
@@ -1116,7 +1028,7 @@ class ModalSandboxModule:
             spec.update({key: self.spec[key] for key in overrides})
             self.spec = spec
             try:
-                self._check_recorded_spec(building=source is None)
+                self._check_on_controller(building=source is None)
             except (BuildArgError, DockerfileError) as exc:
                 self.module.fail_json(msg=f"host {name} needs a new sandbox, but its recorded spec cannot be "
                                           f"used on this controller: {exc}")
@@ -1138,8 +1050,8 @@ class ModalSandboxModule:
         if source is not None:
             image = self._snapshot_image(source)
         else:
-            for line in getattr(self, "dockerfile_plan", (None, None, []))[2]:
-                self.warnings.append(line)
+            if self.dockerfile_plan is not None:
+                self.warnings.extend(self.dockerfile_plan.warnings)
             image = self._build_image()
         if folder is None:
             folder = KeyFolder(self.session.key_dir, name)
@@ -1222,11 +1134,8 @@ class ModalSandboxModule:
         modal = self.session.modal
         spec = self.spec
         if spec["dockerfile"]:
-            base, steps, _warnings = self.dockerfile_plan
             context_dir = spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"]))
-            image = modal.Image.from_registry(base)
-            for step in steps:
-                image = image.dockerfile_commands(step, context_dir=context_dir)
+            image = dockerfile_image(modal, self.dockerfile_plan, context_dir)
             description = f"the image from {spec['dockerfile']}"
         else:
             image = modal.Image.from_registry(spec["image"])
@@ -1259,10 +1168,7 @@ class ModalSandboxModule:
             kwargs["region"] = spec["region"]
         if spec["idle_timeout"]:
             kwargs["idle_timeout"] = spec["idle_timeout"]
-        if spec["offline"]:
-            kwargs["block_network"] = True
-        if spec["cidr_allowlist"]:
-            kwargs["outbound_cidr_allowlist"] = list(spec["cidr_allowlist"])
+        kwargs.update(network_kwargs(spec))
         if spec["env"]:
             kwargs["env"] = dict(spec["env"])
         if spec["secrets"]:
@@ -1307,7 +1213,7 @@ class ModalSandboxModule:
         """Keys in with one exec, sshd started with another, tunnel read and pinned, then a real login."""
         name = folder.name
         env = bootstrap_env(folder.read_public(CLIENT_KEY), folder.read_private(HOST_KEY), folder.read_public(HOST_KEY),
-                            self.extra_authorized_keys)
+                            self.extra_authorized_keys, login_env=self.spec.get("env"))
         setup = self.session.call(sandbox.exec, "sh", "-c", bootstrap_script(), env=env)
         code = self.session.call(setup.wait)
         output = self.session.call(setup.stdout.read) + self.session.call(setup.stderr.read)
@@ -1341,46 +1247,8 @@ def _normalized(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def argument_spec() -> dict[str, Any]:
-    spec = modal_argument_spec()
-    spec.update(
-        name={"type": "str", "required": True},
-        state={"type": "str", "default": "present", "choices": ["present", "started", "stopped", "absent"]},
-        build_args={"type": "raw"},
-        gpu={"type": "str"},
-        cpu={"type": "float"},
-        memory={"type": "float"},
-        image={"type": "str"},
-        dockerfile={"type": "path"},
-        context_dir={"type": "path"},
-        docker_build_args={"type": "dict"},
-        timeout={"type": "int"},
-        idle_timeout={"type": "int"},
-        region={"type": "str"},
-        secrets={"type": "list", "elements": "str", "no_log": False},
-        cidr_allowlist={"type": "list", "elements": "str"},
-        offline={"type": "bool"},
-        volumes={"type": "list", "elements": "raw"},
-        env={"type": "dict"},
-        tags={"type": "dict"},
-        purge_tags={"type": "bool", "default": False},
-        new_name={"type": "str"},
-        snapshot={"type": "str"},
-        ssh_public_key={"type": "str", "no_log": False},
-        wait={"type": "bool", "default": True},
-        wait_timeout={"type": "int", "default": 300},
-    )
-    return spec
-
-
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    if not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"))
-    try:
-        ModalSandboxModule(module).run()
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc())
+    run_module(ModalSandboxModule)
 
 
 if __name__ == "__main__":

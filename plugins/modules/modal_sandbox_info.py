@@ -49,6 +49,8 @@ EXAMPLES = r"""
     ansible_user: "{{ item.ssh.user }}"
     ansible_ssh_private_key_file: "{{ item.ssh.private_key_file }}"
     ansible_ssh_common_args: "{{ item.ssh.common_args }}"
+    # Keeps the pinned host key enforced even where host_key_checking is off in the Ansible configuration.
+    ansible_ssh_host_key_checking: "{{ item.ssh.host_key_checking }}"
   loop: "{{ hosts.modal_sandbox_info | selectattr('state', 'equalto', 'running') | selectattr('tags.team', 'defined')
             | selectattr('tags.team', 'equalto', 'data') }}"
   loop_control:
@@ -118,94 +120,82 @@ modal_sandbox_info:
         common_args:
           description: Value for C(ansible_ssh_common_args) enforcing the pinned host key.
           type: str
+        host_key_checking:
+          description:
+            - Always V(true). Value for C(ansible_ssh_host_key_checking), so that Ansible does not put
+              C(StrictHostKeyChecking=no) ahead of RV(modal_sandbox_info[].ssh.common_args) when host key checking
+              is off in its configuration (ssh keeps the first value of an option).
+          type: bool
+          sample: true
 """
 
-import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mngr.modal.plugins.module_utils._client import (
-    ModalError,
-    ModalSession,
-    modal_argument_spec,
-)
+from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
+from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    TUNNEL_TIMEOUT_SECONDS,
     HostDirectory,
-    HostError,
-    MemoryRecordStore,
     VolumeRecordStore,
     filter_hosts,
     host_result,
     normalize_user_tags,
+    ssh_tunnel_endpoint,
     state_volume_name,
     validate_host_name,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import SSH_PORT
 
 
-class ModalSandboxInfoModule:
+class ModalSandboxInfoModule(ModalModule):
     """Lists hosts without creating anything."""
 
+    represent = "modal_sandbox_info"
+    options = {
+        "name": {"type": "str"},
+        "tags": {"type": "dict"},
+    }
+
     def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        self.params = module.params
+        super().__init__(module)
+        self.name_filter: str | None = None
+        self.tags_filter: dict[str, str] | None = None
 
-    def run(self) -> None:
-        try:
-            name = validate_host_name(self.params["name"], "name") if self.params["name"] is not None else None
-            tags = normalize_user_tags(self.params["tags"], "tags") if self.params["tags"] is not None else None
-        except HostError as exc:
-            self.module.fail_json(msg=str(exc))
-        session = ModalSession(self.module)
-        try:
-            hosts = self.list_hosts(session, name, tags)
-        except ModalError as exc:
-            self.module.fail_json(**exc.fail_kwargs())
-        finally:
-            session.close()
-        self.module.exit_json(changed=False, modal_sandbox_info=hosts)
+    def validate_inputs(self) -> None:
+        name, tags = self.params["name"], self.params["tags"]
+        self.name_filter = validate_host_name(name, "name") if name is not None else None
+        self.tags_filter = normalize_user_tags(tags, "tags") if tags is not None else None
 
-    def list_hosts(self, session: ModalSession, name: str | None, tags: dict[str, str] | None) -> list[dict[str, Any]]:
+    def execute(self) -> list[dict[str, Any]]:
+        session = self.session
         app = session.app(create_if_missing=False)
         if app is None:
             return []
         store = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
                                   session.client, create=False)
-        directory = HostDirectory(session, app, store if app is not None else MemoryRecordStore())
+        directory = HostDirectory(session, app, store)
         results = []
-        for host in filter_hosts(directory.hosts(), name=name, tags=tags):
+        for host in filter_hosts(directory.hosts(), name=self.name_filter, tags=self.tags_filter):
             endpoint = host.ssh_endpoint
             if endpoint is None and host.sandbox is not None:
-                endpoint = self._endpoint_from_modal(session, host.sandbox.handle)
+                endpoint = self._endpoint_from_modal(host.sandbox.handle)
             spec = host.record.spec if host.record else {}
             sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
             results.append(host_result(host.host_id, host.name, host.state, host.user_tags, spec, sandbox_id,
                                        endpoint, session.key_dir, session.app_name))
         return results
 
-    @staticmethod
-    def _endpoint_from_modal(session: ModalSession, handle: Any) -> tuple[str, int] | None:
-        """The tunnel of a host whose tags do not carry it (created by another tool, or mid-bootstrap)."""
+    def _endpoint_from_modal(self, handle: Any) -> tuple[str, int] | None:
+        """The tunnel of a host whose tags and list page do not carry it (made by another tool, or mid-bootstrap)."""
         try:
-            tunnels = session.call(handle.tunnels, timeout=10)
+            return ssh_tunnel_endpoint(self.session.call, handle, TUNNEL_TIMEOUT_SECONDS)
         except ModalError:
             return None
-        tunnel = tunnels.get(SSH_PORT)
-        if tunnel is None:
-            return None
-        host, port = tunnel.tcp_socket
-        return host, int(port)
 
 
 def main() -> None:
-    spec = modal_argument_spec()
-    spec.update(name={"type": "str"}, tags={"type": "dict"})
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    try:
-        ModalSandboxInfoModule(module).run()
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc())
+    run_module(ModalSandboxInfoModule)
 
 
 if __name__ == "__main__":

@@ -185,22 +185,14 @@ msg:
     itself until it expires.
 """
 
-import traceback
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-
-from ansible_collections.mngr.modal.plugins.module_utils._client import (
-    ModalError,
-    ModalSession,
-    modal_argument_spec,
-)
+from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     STATUS_DESTROYED,
     STATUS_FAILED,
     Host,
     HostDirectory,
-    HostError,
     VolumeRecordStore,
     encode_sandbox_tags,
     find_host,
@@ -209,6 +201,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     validate_host_name,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+    DEFAULT_TTL_SECONDS,
     Journal,
     SnapshotCatalog,
     SnapshotError,
@@ -220,7 +213,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     volume_catalog,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
-    HAS_CRYPTOGRAPHY,
     SSH_PORT,
     KeyFolder,
     SshNotReady,
@@ -233,18 +225,22 @@ IMAGE_KEPT = (
 )
 
 
-class ModalSnapshotModule:
+class ModalSnapshotModule(ModalModule):
     """Decides whether a snapshot must be taken or forgotten, then (outside check mode) does it."""
 
-    def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        self.params = module.params
-        self.check_mode = module.check_mode
-        self.changed = False
-        self.warnings: list[str] = []
-        self.diff: dict[str, Any] = {"before": {}, "after": {}}
-        self.message: str | None = None
-        self.session: ModalSession | None = None
+    represent = "modal_snapshot"
+    options = {
+        "host": {"type": "str", "required": True},
+        "name": {"type": "str"},
+        "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+        "force": {"type": "bool", "default": False},
+        "ttl": {"type": "int", "default": DEFAULT_TTL_SECONDS},
+        "snapshot_timeout": {"type": "int", "default": 300},
+        "wait": {"type": "bool", "default": True},
+        "wait_timeout": {"type": "int", "default": 120},
+    }
+    reports_diff = True
+    needs_cryptography = True
 
     def validate_inputs(self) -> None:
         params = self.params
@@ -258,27 +254,8 @@ class ModalSnapshotModule:
         if params["snapshot_timeout"] <= 0 or params["wait_timeout"] <= 0:
             raise SnapshotError("snapshot_timeout and wait_timeout must be positive numbers of seconds")
 
-    def run(self) -> None:
-        try:
-            self.validate_inputs()
-        except (HostError, SnapshotError) as exc:
-            self.module.fail_json(msg=str(exc))
-        self.session = ModalSession(self.module)
-        try:
-            result = self.absent() if self.params["state"] == "absent" else self.present()
-        except (ModalError, SnapshotError) as exc:
-            kwargs = exc.fail_kwargs() if isinstance(exc, ModalError) else {"msg": str(exc)}
-            self.module.fail_json(**kwargs)
-        finally:
-            self.session.close()
-        for warning in self.warnings:
-            self.module.warn(warning)
-        output: dict[str, Any] = {"changed": self.changed, "modal_snapshot": result}
-        if self.message:
-            output["msg"] = self.message
-        if self.module._diff:  # pylint: disable=protected-access
-            output["diff"] = self.diff
-        self.module.exit_json(**output)
+    def execute(self) -> dict[str, Any]:
+        return self.absent() if self.params["state"] == "absent" else self.present()
 
     # --- finding the host ------------------------------------------------------------------------------
 
@@ -422,7 +399,7 @@ class ModalSnapshotModule:
         self.diff["after"] = {}
         if not self.check_mode:
             catalog.remove(host.host_id, name)
-        self.message = (
+        self.extra_results["msg"] = (
             f"{'Would remove' if self.check_mode else 'Removed'} snapshot {name} of host {host.name} from the catalog. "
             + self.image_kept(existing)
         )
@@ -434,29 +411,8 @@ class ModalSnapshotModule:
         return IMAGE_KEPT.format(image_id=record.image_id, until=until)
 
 
-def argument_spec() -> dict[str, Any]:
-    spec = modal_argument_spec()
-    spec.update(
-        host={"type": "str", "required": True},
-        name={"type": "str"},
-        state={"type": "str", "default": "present", "choices": ["present", "absent"]},
-        force={"type": "bool", "default": False},
-        ttl={"type": "int", "default": 30 * 24 * 3600},
-        snapshot_timeout={"type": "int", "default": 300},
-        wait={"type": "bool", "default": True},
-        wait_timeout={"type": "int", "default": 120},
-    )
-    return spec
-
-
 def main() -> None:
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    if not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"))
-    try:
-        ModalSnapshotModule(module).run()
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc())
+    run_module(ModalSnapshotModule)
 
 
 if __name__ == "__main__":

@@ -113,21 +113,16 @@ modal_snapshot_info:
       sample: false
 """
 
-import traceback
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mngr.modal.plugins.module_utils._client import (
-    ModalError,
-    ModalSession,
-    modal_argument_spec,
-)
+from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
+from ansible_collections.mngr.modal.plugins.module_utils._client import ModalSession
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     STATUS_DESTROYED,
     STATUS_FAILED,
     HostDirectory,
-    HostError,
     HostRecord,
     MemoryRecordStore,
     VolumeRecordStore,
@@ -136,7 +131,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     validate_host_name,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
-    SnapshotError,
     SnapshotRecord,
     validate_snapshot_name,
     volume_catalog,
@@ -159,30 +153,27 @@ def snapshot_item(record: SnapshotRecord, views: dict[str, tuple[str, str]]) -> 
     return item
 
 
-class ModalSnapshotInfoModule:
+class ModalSnapshotInfoModule(ModalModule):
     """Reads the catalog; never creates anything."""
 
-    def __init__(self, module: AnsibleModule) -> None:
-        self.module = module
-        self.params = module.params
+    represent = "modal_snapshot_info"
+    options = {
+        "host": {"type": "str"},
+        "name": {"type": "str"},
+    }
 
-    def run(self) -> None:
-        try:
-            host_name = validate_host_name(self.params["host"], "host") if self.params["host"] is not None else None
-            name = validate_snapshot_name(self.params["name"], "name") if self.params["name"] is not None else None
-        except (HostError, SnapshotError) as exc:
-            self.module.fail_json(msg=str(exc))
-        session = ModalSession(self.module)
-        warnings: list[str] = []
-        try:
-            items = self.list_snapshots(session, host_name, name, warnings)
-        except ModalError as exc:
-            self.module.fail_json(**exc.fail_kwargs())
-        finally:
-            session.close()
-        for warning in warnings:
-            self.module.warn(warning)
-        self.module.exit_json(changed=False, modal_snapshot_info=items)
+    def __init__(self, module: AnsibleModule) -> None:
+        super().__init__(module)
+        self.host_filter: str | None = None
+        self.name_filter: str | None = None
+
+    def validate_inputs(self) -> None:
+        host, name = self.params["host"], self.params["name"]
+        self.host_filter = validate_host_name(host, "host") if host is not None else None
+        self.name_filter = validate_snapshot_name(name, "name") if name is not None else None
+
+    def execute(self) -> list[dict[str, Any]]:
+        return self.list_snapshots(self.session, self.host_filter, self.name_filter, self.warnings)
 
     def list_snapshots(self, session: ModalSession, host_name: str | None, name: str | None,
                        warnings: list[str]) -> list[dict[str, Any]]:
@@ -229,13 +220,7 @@ class ModalSnapshotInfoModule:
 
 
 def main() -> None:
-    spec = modal_argument_spec()
-    spec.update(host={"type": "str"}, name={"type": "str"})
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
-    try:
-        ModalSnapshotInfoModule(module).run()
-    except Exception as exc:  # pylint: disable=broad-exception-caught
-        module.fail_json(msg=f"unexpected error: {exc}", exception=traceback.format_exc())
+    run_module(ModalSnapshotInfoModule)
 
 
 if __name__ == "__main__":

@@ -24,12 +24,11 @@ from ansible_collections.mngr.modal.plugins.inventory.modal import (
     RAW_FORMAT,
     InventoryModule,
     ModalReader,
-    needs_tunnel,
-    run_bounded,
     safe_inventory_name,
-    sandbox_info_to_raw,
 )
+from ansible_collections.mngr.modal.plugins.module_utils import _hosts
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import needs_tunnel, run_bounded, sandbox_info_to_raw
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyFolder
 
 INJECTION = "{{ lookup('pipe', 'touch /tmp/mngr-modal-inventory-injected') }}"
@@ -533,7 +532,7 @@ def test_fallback_reads_missing_details_and_skips_what_cannot_be_read(monkeypatc
         FakeHandle("sb-gone", error=NotFound("gone")),
         FakeHandle("sb-broken", error=RuntimeError("internal error")),
     ]
-    monkeypatch.setattr(plugin_module, "_list_page_details", lambda modal, client, app_id: [dict(s) for s in listed])
+    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: [dict(s) for s in listed])
     warnings: list[str] = []
     reader = ModalReader(FakeSession(handles), concurrency=3, warn=warnings.append)
     result = reader.sandboxes("ap-1")
@@ -547,7 +546,7 @@ def test_fallback_reads_missing_details_and_skips_what_cannot_be_read(monkeypatc
 def test_complete_list_pages_need_no_extra_calls(monkeypatch):
     listed = [{"id": f"sb-{i}", "created_at": float(i), "tags": {"mngr_host_id": f"host-{i}", "mngr_ssh": f"h:{i + 1}"},
                "ssh": None, "gpu": None} for i in range(5)]
-    monkeypatch.setattr(plugin_module, "_list_page_details", lambda modal, client, app_id: listed)
+    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: listed)
     session = FakeSession([])
     session.modal.Sandbox.list = None  # listing handles would fail: it must not happen
     assert len(ModalReader(session, 4, lambda message: None).sandboxes("ap-1")) == 5

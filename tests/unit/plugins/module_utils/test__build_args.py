@@ -9,8 +9,10 @@ from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     BUILD_ARG_KEYS,
     DEFAULTS,
     BuildArgError,
+    check_network,
     gpu_type,
     memory_mib,
+    network_kwargs,
     parse_build_args,
     resolve_spec,
 )
@@ -223,3 +225,46 @@ def test_paths_expand_the_home_folder(monkeypatch):
         "dockerfile": "/home/someone/app/Dockerfile",
         "context_dir": "/home/someone/app",
     }
+
+
+# --- network: offline and cidr_allowlist ------------------------------------------------------------
+
+
+def test_offline_is_an_empty_outbound_allowlist_so_ssh_keeps_its_port():
+    spec = resolve_spec(parse_build_args("--offline"), {})
+    assert network_kwargs(spec) == {"outbound_cidr_allowlist": []}
+    assert "block_network" not in network_kwargs(spec)
+    spec = resolve_spec({}, {"cidr_allowlist": ["10.0.0.0/8"]})
+    assert network_kwargs(spec) == {"outbound_cidr_allowlist": ["10.0.0.0/8"]}
+    assert network_kwargs(resolve_spec({}, {})) == {}
+
+
+@pytest.mark.parametrize(
+    "build_args, options",
+    [
+        ("--offline cidr_allowlist=10.0.0.0/8", {}),
+        ("cidr_allowlist=10.0.0.0/8", {"offline": True}),
+        (None, {"offline": True, "cidr_allowlist": ["10.0.0.0/8"]}),
+    ],
+)
+def test_offline_with_an_allowlist_is_a_conflict_naming_both(build_args, options):
+    with pytest.raises(BuildArgError) as info:
+        resolve_spec(parse_build_args(build_args), options)
+    assert "offline and cidr_allowlist (10.0.0.0/8) are both set" in str(info.value)
+
+
+def test_offline_false_with_an_allowlist_is_fine():
+    spec = resolve_spec({}, {"offline": False, "cidr_allowlist": ["10.0.0.0/8"]})
+    assert network_kwargs(spec) == {"outbound_cidr_allowlist": ["10.0.0.0/8"]}
+
+
+def test_recorded_spec_conflict_is_caught_before_create():
+    with pytest.raises(BuildArgError):
+        check_network({"offline": True, "cidr_allowlist": ["10.0.0.0/8"]})
+
+
+def test_env_values_must_fit_on_one_line():
+    assert resolve_spec({}, {"env": {"A": "x y=z"}})["env"] == {"A": "x y=z"}
+    with pytest.raises(BuildArgError) as info:
+        resolve_spec({}, {"env": {"MULTI": "one\ntwo"}})
+    assert "MULTI" in str(info.value) and "line break" in str(info.value)

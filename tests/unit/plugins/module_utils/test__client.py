@@ -15,9 +15,12 @@ from ansible_collections.mngr.modal.plugins.module_utils._client import (
     ModalSession,
     RetryPolicy,
     check_reachable,
+    is_not_found,
     is_transient,
     map_error,
+    missing_credentials_message,
     modal_argument_spec,
+    profile_problem,
 )
 
 SERVER = "http://127.0.0.1:1"
@@ -173,6 +176,70 @@ def test_check_reachable_one_of_several_is_enough():
         check_reachable(f"http://127.0.0.1:{free_port()},http://127.0.0.1:{server.getsockname()[1]}", timeout=2)
 
 
+def test_messages_never_end_in_a_doubled_period():
+    # The SDK's own message ends with a period; the collection's sentence adds its own.
+    err = map_error(modal_exception.ConnectionError("Could not connect to the Modal server."), "https://api.example")
+    assert "Modal server. Check the network" in err.msg
+    assert ".." not in err.msg
+    auth = map_error(modal_exception.AuthError("Token missing. Could not authenticate client."), SERVER)
+    assert ".." not in auth.msg and "Could not authenticate client. Create a token" in auth.msg
+    other = map_error(sdk_error(modal_exception.InvalidError, grpclib.Status.INVALID_ARGUMENT, "Bad value."), SERVER)
+    assert other.details == "Bad value."
+
+
+def test_not_found_follows_the_chain_of_causes():
+    try:
+        try:
+            raise modal_exception.NotFoundError("no such volume")
+        except modal_exception.NotFoundError as inner:
+            raise ModalError("mapped") from inner
+    except ModalError as outer:
+        assert is_not_found(outer)
+    assert is_not_found(ModalError("x", code="NOT_FOUND"))
+    assert not is_not_found(ModalError("x", code="UNAVAILABLE"))
+
+
+# --- credentials: profiles ------------------------------------------------------------------------------
+
+TWO_PROFILES = {"alpha": {"token_id": "ak-a"}, "beta": {"token_id": "ak-b"}}
+
+
+def test_several_profiles_none_active_says_how_to_choose():
+    problem = profile_problem(TWO_PROFILES, None, "/home/me/.modal.toml")
+    assert "several profiles (alpha, beta) and none is active" in problem
+    assert "modal profile activate NAME" in problem and "MODAL_PROFILE" in problem
+    assert profile_problem({"alpha": {}, "beta": {"active": True}}, None, "f") is None
+    assert profile_problem({"alpha": {}}, None, "f") is None  # one profile: the SDK's default, nothing to choose
+
+
+def test_modal_profile_naming_a_missing_profile_lists_the_existing_ones():
+    problem = profile_problem(TWO_PROFILES, "gamma", "/home/me/.modal.toml")
+    assert "MODAL_PROFILE is set to 'gamma'" in problem and "alpha, beta" in problem
+    assert profile_problem(TWO_PROFILES, "beta", "f") is None
+
+
+def test_missing_credentials_message_names_the_profile_problem(monkeypatch):
+    monkeypatch.delenv("MODAL_PROFILE", raising=False)
+    config = type("Config", (), {"_user_config": TWO_PROFILES, "user_config_path": "/cfg/modal.toml"})
+    message = missing_credentials_message(config)
+    assert message.startswith("No Modal credentials found: /cfg/modal.toml has several profiles")
+    monkeypatch.setenv("MODAL_PROFILE", "gamma")
+    assert "MODAL_PROFILE is set to 'gamma'" in missing_credentials_message(config)
+    # Without the SDK's parsed file (a future SDK), the generic advice.
+    assert "modal token new" in missing_credentials_message(type("Bare", (), {}))
+
+
+def test_session_from_plain_options(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    session = ModalSession(token_id="ak-1", token_secret="as-1", environment="main", key_dir="~/keys")
+    assert (session.token_id, session.environment, session.app_name) == ("ak-1", "main", "mngr-modal")
+    assert session.key_dir == str(tmp_path / "keys")
+    monkeypatch.setattr(_client, "HAS_MODAL", False)
+    with pytest.raises(ModalError) as err:
+        ModalSession()
+    assert "modal" in err.value.msg
+
+
 # --- session ------------------------------------------------------------------------------------------
 
 class FakeModule:
@@ -193,7 +260,7 @@ def test_argument_spec_hides_the_secret():
 
 def test_session_call_maps_and_retries(monkeypatch):
     policy = no_sleep_policy(max_attempts=3)[0]
-    session = ModalSession(FakeModule(), retry=policy)
+    session = ModalSession.from_module(FakeModule(), retry=policy)
     fn = Recorder([sdk_error(modal_exception.ServiceError, grpclib.Status.UNAVAILABLE)])
     assert session.call(fn) == "ok"
     with pytest.raises(ModalError) as err:
@@ -202,7 +269,7 @@ def test_session_call_maps_and_retries(monkeypatch):
 
 
 def test_half_given_credentials_are_an_error():
-    session = ModalSession(FakeModule(token_id="ak-123"))
+    session = ModalSession.from_module(FakeModule(token_id="ak-123"))
     with pytest.raises(ModalError, match="token_id is set but token_secret is not"):
         session.client  # pylint: disable=pointless-statement
 
@@ -210,7 +277,7 @@ def test_half_given_credentials_are_an_error():
 def test_no_credentials_anywhere(monkeypatch, tmp_path):
     monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
     monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
-    session = ModalSession(FakeModule())
+    session = ModalSession.from_module(FakeModule())
     monkeypatch.setattr(session.modal.config, "config", {"token_id": None, "token_secret": None})
     with pytest.raises(ModalError) as err:
         session.client  # pylint: disable=pointless-statement
@@ -220,7 +287,7 @@ def test_no_credentials_anywhere(monkeypatch, tmp_path):
 def test_unreachable_server_is_reported_quickly(monkeypatch):
     url = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MODAL_SERVER_URL", url)
-    session = ModalSession(FakeModule(token_id="ak-1", token_secret="as-1"))
+    session = ModalSession.from_module(FakeModule(token_id="ak-1", token_secret="as-1"))
     with pytest.raises(ModalError) as err:
         session.client  # pylint: disable=pointless-statement
     assert url in err.value.msg
@@ -228,7 +295,7 @@ def test_unreachable_server_is_reported_quickly(monkeypatch):
 
 def test_key_dir_default_is_expanded(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert ModalSession(FakeModule()).key_dir == str(tmp_path / ".mngr-modal" / "keys")
+    assert ModalSession.from_module(FakeModule()).key_dir == str(tmp_path / ".mngr-modal" / "keys")
 
 
 def test_missing_sdk_fails_with_missing_required_lib(monkeypatch):
@@ -241,5 +308,5 @@ def test_missing_sdk_fails_with_missing_required_lib(monkeypatch):
             raise SystemExit(1)
 
     with pytest.raises(SystemExit):
-        ModalSession(Module())
+        ModalSession.from_module(Module())
     assert "modal" in failures[0]["msg"]

@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from ansible_collections.mngr.modal.plugins.module_utils import _hosts
+from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     MAX_SANDBOX_TAGS,
     MAX_USER_TAGS,
@@ -17,10 +19,12 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     TAG_HOST_ID,
     TAG_HOST_NAME,
     TAG_SSH_ENDPOINT,
+    HostDirectory,
     HostError,
     HostRecord,
     LiveSandbox,
     MemoryRecordStore,
+    SandboxLister,
     VolumeRecordStore,
     decode_sandbox_tags,
     encode_sandbox_tags,
@@ -329,3 +333,93 @@ def test_host_result_of_a_stopped_host_has_no_endpoint(tmp_path):
     result = host_result("host-" + "c" * 32, "web", STATUS_STOPPED, {}, {}, None, None, str(tmp_path), "app")
     assert result["state"] == "stopped"
     assert (result["sandbox_id"], result["ssh"]["host"], result["ssh"]["port"]) == (None, None, None)
+
+
+# --- listing the app's sandboxes (shared by the modules and the inventory) ----------------------------
+
+
+class ListingHandle:
+    def __init__(self, object_id, tags=None, error=None):
+        self.object_id = object_id
+        self._tags = tags or {}
+        self._error = error
+        self.calls = []
+
+    def get_tags(self):
+        self.calls.append("get_tags")
+        if self._error is not None:
+            raise self._error
+        return dict(self._tags)
+
+
+class ListingSession:
+    """The parts of ModalSession a listing uses; ``opened`` records Sandbox.from_id calls."""
+
+    client = object()
+
+    def __init__(self, handles=()):
+        self.handles = list(handles)
+        self.opened = []
+        session = self
+
+        class Sandbox:
+            @staticmethod
+            def list(app_id, client, tags=None):
+                return iter(session.handles)
+
+            @staticmethod
+            def from_id(sandbox_id, client):
+                session.opened.append(sandbox_id)
+                return ListingHandle(sandbox_id)
+
+        self.modal = type("Modal", (), {"Sandbox": Sandbox})
+
+    def call(self, fn, *args, **kwargs):
+        return fn(*args, **kwargs)
+
+
+class App:
+    app_id = "ap-1"
+
+
+def page(sandbox_id, host_id, name, ssh=None):
+    return {"id": sandbox_id, "created_at": 1.0, "tags": {TAG_HOST_ID: host_id, TAG_HOST_NAME: name},
+            "ssh": ssh, "gpu": None}
+
+
+def test_directory_reads_tags_from_list_pages_and_opens_handles_only_when_used(monkeypatch):
+    monkeypatch.setattr(_hosts, "list_page_details",
+                        lambda modal, client, app_id: [page("sb-1", "host-1", "web", ["t.example", 4022]),
+                                                       page("sb-2", "host-2", "db")])
+    session = ListingSession()
+    session.modal.Sandbox.list = None  # the per-sandbox fallback must not be needed
+    hosts = HostDirectory(session, App(), MemoryRecordStore()).hosts()
+    assert [(h.name, h.sandbox.sandbox_id) for h in hosts] == [("db", "sb-2"), ("web", "sb-1")]
+    web = find_host(hosts, "web")
+    assert web.ssh_endpoint == ("t.example", 4022)  # the page's tunnel, since the tags carry none
+    assert session.opened == []
+    assert web.sandbox.handle.object_id == "sb-1"
+    assert session.opened == ["sb-1"]
+
+
+def test_directory_falls_back_to_one_tag_read_per_sandbox(monkeypatch):
+    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: None)
+    handles = [ListingHandle("sb-1", {TAG_HOST_ID: "host-1", TAG_HOST_NAME: "web"}),
+               ListingHandle("sb-gone", error=ModalError("ended", code="NOT_FOUND"))]
+    session = ListingSession(handles)
+    hosts = HostDirectory(session, App(), MemoryRecordStore()).hosts()
+    assert [h.name for h in hosts] == ["web"]
+    assert hosts[0].sandbox.handle is handles[0]  # the listed handle: no extra call
+    assert session.opened == []
+
+
+def test_module_listing_fails_rather_than_acting_on_a_partial_list(monkeypatch):
+    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: None)
+    session = ListingSession([ListingHandle("sb-1", error=ModalError("boom", code="INTERNAL"))])
+    with pytest.raises(ModalError):
+        HostDirectory(session, App(), MemoryRecordStore()).hosts()
+    warnings = []
+    lister = SandboxLister(ListingSession([ListingHandle("sb-1", error=ModalError("boom", code="INTERNAL"))]),
+                           warn=warnings.append)
+    assert lister.list("ap-1") == []
+    assert "sb-1" in warnings[0] and "boom" in warnings[0]

@@ -102,6 +102,14 @@ def test_locate_in_missing_key_dir(tmp_path):
     assert KeyFolder.locate(str(tmp_path / "nope"), "web", "host-1") is None
 
 
+def fake_root_script(root, fake_sshd):
+    """The bootstrap script with every absolute path it writes moved under ``root``."""
+    script = bootstrap_script()
+    for path in ("/root", "/etc/ssh", "/etc/environment", "/run/sshd"):
+        script = script.replace(path, str(root) + path)
+    return script.replace("/usr/sbin/sshd", str(fake_sshd))
+
+
 def test_bootstrap_script_installs_keys(tmp_path):
     """Run the script with sh against a fake root: paths rewritten, sshd replaced by a stub that checks its config."""
     folder = KeyFolder(str(tmp_path / "keys"), "web")
@@ -110,10 +118,7 @@ def test_bootstrap_script_installs_keys(tmp_path):
     fake_sshd = tmp_path / "sshd"
     fake_sshd.write_text("#!/bin/sh\necho \"sshd $*\" > " + str(tmp_path / "sshd.args") + "\n")
     fake_sshd.chmod(0o755)
-    script = bootstrap_script()
-    for path in ("/root", "/etc/ssh", "/run/sshd"):
-        script = script.replace(path, str(root) + path)
-    script = script.replace("/usr/sbin/sshd", str(fake_sshd))
+    script = fake_root_script(root, fake_sshd)
     env = dict(os.environ)
     env.update(bootstrap_env(folder.read_public(CLIENT_KEY), folder.read_private(HOST_KEY),
                              folder.read_public(HOST_KEY), ["ssh-ed25519 AAAAEXTRA extra"]))
@@ -130,6 +135,38 @@ def test_bootstrap_script_installs_keys(tmp_path):
     assert mode(host_key) == 0o600
     assert not (root / "etc" / "ssh" / "ssh_host_rsa_key").exists()
     assert "-t" in (tmp_path / "sshd.args").read_text()
+
+
+def test_bootstrap_writes_env_for_ssh_logins(tmp_path):
+    folder = KeyFolder(str(tmp_path / "keys"), "web")
+    folder.ensure("host-1")
+    root = tmp_path / "root"
+    (root / "etc" / "ssh").mkdir(parents=True)
+    (root / "etc" / "environment").write_text('PATH="/usr/bin:/bin"\n')
+    fake_sshd = tmp_path / "sshd"
+    fake_sshd.write_text("#!/bin/sh\nexit 0\n")
+    fake_sshd.chmod(0o755)
+    script = fake_root_script(root, fake_sshd)
+
+    def bootstrap(login_env):
+        env = dict(os.environ)
+        env.update(bootstrap_env(folder.read_public(CLIENT_KEY), folder.read_private(HOST_KEY),
+                                 folder.read_public(HOST_KEY), login_env=login_env))
+        result = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+
+    bootstrap({"STAGE": "prod", "GREETING": "hello world"})
+    # A restart (from a snapshot that kept the files) rewrites the block instead of adding a second one.
+    bootstrap({"STAGE": "test", "GREETING": "hello world"})
+    assert (root / "root" / ".ssh" / "environment").read_text() == "GREETING=hello world\nSTAGE=test\n"
+    assert mode(root / "root" / ".ssh" / "environment") == 0o600
+    assert (root / "etc" / "environment").read_text() == (
+        'PATH="/usr/bin:/bin"\n# BEGIN mngr.modal env\nGREETING=hello world\nSTAGE=test\n# END mngr.modal env\n'
+    )
+    assert mode(root / "etc" / "environment") == 0o644
+    bootstrap({})
+    assert (root / "etc" / "environment").read_text() == 'PATH="/usr/bin:/bin"\n'
+    assert "PermitUserEnvironment=yes" in sshd_command()
 
 
 def test_bootstrap_keeps_secrets_out_of_the_command():

@@ -1,7 +1,7 @@
 # Copyright (c) 2026, the mngr.modal authors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""modal_sandbox logic that needs no Modal: Dockerfile replay plan, input validation, choosing a snapshot."""
+"""modal_sandbox logic that needs no Modal: input validation, choosing a snapshot."""
 
 from __future__ import annotations
 
@@ -18,61 +18,15 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     SnapshotError,
     new_record,
 )
-from ansible_collections.mngr.modal.plugins.modules import modal_sandbox
-from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import (
-    DockerfileError,
-    ModalSandboxModule,
-    dockerfile_instructions,
-    plan_dockerfile,
-)
-
-
-def test_instructions_join_continuations_and_drop_comments():
-    text = "# syntax comment\nFROM debian:bookworm-slim\n\nRUN apt-get update && \\\n    # inner comment\n    apt-get install -y curl\nENV A=1\n"
-    assert dockerfile_instructions(text) == [
-        "FROM debian:bookworm-slim",
-        "RUN apt-get update && apt-get install -y curl",
-        "ENV A=1",
-    ]
-
-
-def test_plan_rewrites_args_and_resolves_from():
-    text = "ARG BASE=debian:bookworm-slim\nFROM ${BASE}\nARG VERSION=1.0\nARG OTHER\nRUN echo $VERSION > /v\nCOPY app.txt /app/\nCMD [\"sleep\"]\n"
-    base, steps, warnings = plan_dockerfile(text, {"VERSION": "2.5", "BASE": "python:3.11-slim"})
-    assert base == "python:3.11-slim"
-    args = ["ARG VERSION=2.5", "ARG OTHER"]
-    assert steps == [args + ["RUN echo $VERSION > /v"], args + ["COPY app.txt /app/"]]
-    assert len(warnings) == 1 and "CMD" in warnings[0]
-
-
-def test_plan_keeps_defaults_without_build_args():
-    base, steps, _warnings = plan_dockerfile("FROM debian:bookworm-slim AS final\nRUN a\nARG V=1\nRUN b\n", {})
-    assert base == "debian:bookworm-slim"
-    assert steps == [["RUN a"], ["ARG V=1", "RUN b"]]
-
-
-@pytest.mark.parametrize(
-    "text, build_args, fragment",
-    [
-        ("FROM a\nFROM b\n", {}, "multi-stage"),
-        ("FROM a\nCOPY --from=builder /x /y\n", {}, "multi-stage"),
-        ("RUN true\n", {}, "no FROM"),
-        ("FROM a\nARG KNOWN\n", {"UNKNOWN": "1"}, "UNKNOWN"),
-        ("FROM ${MISSING}\n", {}, "cannot resolve"),
-        ("FROM a\nSHELL [\"bash\"]\n", {}, "SHELL"),
-    ],
-)
-def test_plan_refuses(text, build_args, fragment):
-    with pytest.raises(DockerfileError) as info:
-        plan_dockerfile(text, build_args)
-    assert fragment in str(info.value)
+from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfileError
+from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import CreateFailure, ModalSandboxModule
 
 
 class FakeModule:
     """Just enough of AnsibleModule for validate_inputs."""
 
     def __init__(self, **params):
-        defaults = {key: None for key in modal_sandbox.argument_spec()}
+        defaults = {key: None for key in ModalSandboxModule.argument_spec()}
         defaults.update(state="present", purge_tags=False, wait=True, wait_timeout=300, app="mngr-modal")
         defaults.update(params)
         self.params = defaults
@@ -234,3 +188,18 @@ def test_clone_in_check_mode_gets_the_snapshot_spec_with_overrides():
     assert (result["spec"]["cpu"], result["spec"]["memory"], result["spec"]["image"]) == (2.0, 8.0, "python:3.11-slim")
     assert result["snapshot"]["id"] == "im-golden"
     assert result["ssh"]["host_key_checking"] is True
+
+
+def test_offline_with_an_allowlist_is_refused_before_any_modal_call():
+    with pytest.raises(BuildArgError) as info:
+        validate(name="a", offline=True, cidr_allowlist=["10.0.0.0/8"])
+    assert "offline and cidr_allowlist" in str(info.value)
+    assert validate(name="a", offline=True).spec["offline"] is True
+
+
+def test_create_failure_message_ends_with_the_log_tail():
+    failure = CreateFailure("building the image failed", "line 1\nline 2", "INTERNAL")
+    kwargs = failure.fail_kwargs()
+    assert kwargs["msg"] == "building the image failed\n--- last lines of the log ---\nline 1\nline 2"
+    assert kwargs["error_code"] == "INTERNAL"
+    assert CreateFailure("no log").fail_kwargs() == {"msg": "no log"}

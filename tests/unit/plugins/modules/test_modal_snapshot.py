@@ -9,7 +9,6 @@ import pytest
 
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import HostError, HostRecord
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import SnapshotError, SnapshotRecord
-from ansible_collections.mngr.modal.plugins.modules import modal_snapshot
 from ansible_collections.mngr.modal.plugins.modules.modal_snapshot import ModalSnapshotModule
 from ansible_collections.mngr.modal.plugins.modules.modal_snapshot_info import host_views, snapshot_item
 
@@ -18,7 +17,7 @@ class FakeModule:
     """Just enough of AnsibleModule for validate_inputs."""
 
     def __init__(self, **params):
-        defaults = {key: spec.get("default") for key, spec in modal_snapshot.argument_spec().items()}
+        defaults = {key: spec.get("default") for key, spec in ModalSnapshotModule.argument_spec().items()}
         defaults.update(params)
         self.params = defaults
         self.check_mode = False
