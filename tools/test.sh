@@ -106,5 +106,5 @@ for step in $STEPS; do
 done
 say "summary"
 [ $failed -eq 0 ] || echo "failed steps: ${failures[*]}"
-echo "test steps: $passed passed, $failed failed"
+echo "steps: $passed passed, $failed failed"
 [ $failed -eq 0 ]

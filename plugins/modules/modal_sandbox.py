@@ -21,7 +21,8 @@ description:
     are not kept, files are.
   - Modal cannot resize a running sandbox. When the requested spec (cpu, memory, gpu, image...) differs from the
     spec a running host was created with, the module reports the difference in the diff and as a warning, and
-    changes nothing. To apply a new spec, destroy the host (O(state=absent)) and create it again.
+    changes nothing. To apply a new spec and keep the host's files, stop it (O(state=stopped)) and start it
+    with the new spec; to start afresh, destroy it (O(state=absent)) and create it again.
   - This module talks to Modal and writes keys under O(key_dir) on the machine it runs on. Run it on the
     controller (C(delegate_to=localhost), or a play on C(localhost) with C(connection=local)).
 extends_documentation_fragment:
@@ -762,7 +763,8 @@ class ModalSandboxModule(ModalModule):
                 listed = ", ".join(f"{k}: {v['current']!r} -> {v['requested']!r}" for k, v in differences.items())
                 self.warnings.append(
                     f"host {host.name} is running with a different spec than requested ({listed}). Modal cannot "
-                    "resize a running sandbox: destroy the host (state=absent) and create it again to apply it."
+                    "resize a running sandbox: stop the host (state=stopped) and start it with the new spec to apply it "
+                    "and keep its files, or destroy it (state=absent) and create it again."
                 )
         extra_key = params["ssh_public_key"].strip() if params["ssh_public_key"] else None
         authorized = list(host.record.authorized_keys) if host.record else []
