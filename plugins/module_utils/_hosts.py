@@ -235,6 +235,22 @@ def state_volume_name(app_name: str) -> str:
     return f"{app_name}-state"
 
 
+def open_state_volume(call: Callable[..., Any], from_name: Callable[..., Any], volume_name: str,
+                      environment: str | None, client: Any, create: bool) -> Any:
+    """The app's state volume, hydrated through ``call``; None when it does not exist and ``create`` is False.
+
+    Reading must never create anything (info modules, check mode), so a missing volume is "no data" then.
+    """
+    volume = from_name(volume_name, environment_name=environment, create_if_missing=create, client=client)
+    try:
+        call(volume.hydrate)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        if not create and is_not_found(exc):
+            return None
+        raise
+    return volume
+
+
 # --- hosts: records and live sandboxes merged --------------------------------------------------
 
 
@@ -397,20 +413,9 @@ class VolumeRecordStore:
                 import modal  # pylint: disable=import-outside-toplevel
 
                 from_name = modal.Volume.from_name
-            volume = from_name(
-                self._volume_name,
-                environment_name=self._environment,
-                create_if_missing=self._create,
-                client=self._client,
-            )
-            try:
-                self._call(volume.hydrate)
-            except Exception as exc:  # ModalError from the session: NotFound means "no volume yet"
-                if not self._create and is_not_found(exc):
-                    self._missing = True
-                    return None
-                raise
-            self._volume = volume
+            self._volume = open_state_volume(self._call, from_name, self._volume_name, self._environment,
+                                             self._client, self._create)
+            self._missing = self._volume is None
         return self._volume
 
     def list(self) -> list[HostRecord]:

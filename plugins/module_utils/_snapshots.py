@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import open_state_volume
 from ansible_collections.mngr.modal.plugins.module_utils._names import validate_name
 
 # --- names -----------------------------------------------------------------------------------
@@ -460,17 +461,9 @@ class VolumeFiles:
 
     def _get(self) -> Any:
         if self._volume is None and not self._missing:
-            modal = self.session.modal
-            volume = modal.Volume.from_name(self.volume_name, environment_name=self.session.environment,
-                                            create_if_missing=self.create_volume, client=self.session.client)
-            try:
-                self.session.call(volume.hydrate)
-            except Exception as exc:  # pylint: disable=broad-exception-caught
-                if not self.create_volume and is_not_found(exc):
-                    self._missing = True
-                    return None
-                raise
-            self._volume = volume
+            self._volume = open_state_volume(self.session.call, self.session.modal.Volume.from_name, self.volume_name,
+                                             self.session.environment, self.session.client, self.create_volume)
+            self._missing = self._volume is None
         return self._volume
 
     def list(self, folder: str) -> list[str]:
