@@ -3,7 +3,7 @@
 # the emulator, ansible-lint, changelog lint and an artifact check. Every step runs; the exit status is non-zero
 # when any step failed. `make test STEPS="units integration"` runs a subset.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 export VENV=${VENV:-$ROOT/.venv}
 export STAGE=${STAGE:-$ROOT/build/collections}

@@ -10,7 +10,8 @@ extra=()
 [ -f "$config" ] && extra=(-e "@$config")
 
 export INVENTORY_TEST_DIR="${OUTPUT_DIR:-$(mktemp -d)}/inventory_modal"
-export INVENTORY_TEST_APP="it-inventory-$(date +%s%N)"
+INVENTORY_TEST_APP="it-inventory-$(date +%s%N)"
+export INVENTORY_TEST_APP
 mkdir -p "$INVENTORY_TEST_DIR"
 chmod 0700 "$INVENTORY_TEST_DIR"
 source_file="$INVENTORY_TEST_DIR/test.modal.yml"
