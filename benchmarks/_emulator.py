@@ -11,14 +11,21 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EMULATOR = pathlib.Path(sys.executable).with_name("modal-emulator")
 
 
+@dataclass(frozen=True)
+class Emulator:
+    url: str  # MODAL_SERVER_URL
+    pid: int  # the serving process; its descendants are the sandboxes' processes
+
+
 @contextlib.contextmanager
-def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None) -> Iterator[str]:
-    """Yield the MODAL_SERVER_URL of a fresh emulator; stop it (SIGTERM) afterwards, whatever happens."""
+def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None) -> Iterator[Emulator]:
+    """Yield a fresh emulator (URL and pid); stop it (SIGTERM) afterwards, whatever happens."""
     with contextlib.ExitStack() as stack:
         if state_dir is None:
             state_dir = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-state-")))
@@ -35,7 +42,7 @@ def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None) ->
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"modal-emulator did not start; see {log.name}")
                 time.sleep(0.05)
-            yield ready.read_text().strip().split("=", 1)[1]
+            yield Emulator(url=ready.read_text().strip().split("=", 1)[1], pid=proc.pid)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
@@ -53,3 +60,36 @@ def sdk_environment(server_url: str, home: pathlib.Path) -> dict[str, str]:
         "MODAL_TOKEN_SECRET": "as-bench",
         "MODAL_CONFIG_PATH": str(home / "modal.toml"),
     }
+
+
+def descendants(root_pid: int) -> list[int]:
+    """Every process below ``root_pid`` (not itself), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        ppid = int(text[text.rindex(")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(pid)
+    found, todo = [], list(children.get(root_pid, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def pss_kib(pids: list[int]) -> int:
+    """Proportional set size of these processes, in KiB (shared pages divided among their users)."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in pathlib.Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            continue
+    return total

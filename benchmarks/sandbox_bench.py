@@ -190,8 +190,8 @@ def main() -> None:
         work = pathlib.Path(tmp)
         out_dir = work / "out"
         out_dir.mkdir()
-        with running_emulator(state_dir=work / "state") as url:
-            env = dict(os.environ, **sdk_environment(url, work), ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
+        with running_emulator(state_dir=work / "state") as emulator:
+            env = dict(os.environ, **sdk_environment(emulator.url, work), ANSIBLE_COLLECTIONS_PATH=str(COLLECTIONS),
                        MNGR_MODAL_KEY_DIR=str(work / "keys"), ANSIBLE_HOST_KEY_CHECKING="True",
                        ANSIBLE_PIPELINING="True")
             extra = ("-e", f"out_dir={out_dir}")
