@@ -36,15 +36,9 @@ def my_app(emulator: EmulatorProcess) -> modal.App:
 
 
 @pytest.fixture
-def tracked() -> list[modal.Sandbox]:
-    """Sandboxes a test created; terminated afterwards even when the test fails."""
-    created: list[modal.Sandbox] = []
-    yield created
-    for sb in created:
-        try:
-            sb.terminate()
-        except Exception:  # noqa: BLE001 - best effort cleanup
-            pass
+def tracked(sandboxes: list) -> list:
+    """The shared ``sandboxes`` fixture (terminated afterwards even when the test fails), under this file's name."""
+    return sandboxes
 
 
 def tunnel_ca(emulator: EmulatorProcess) -> ssl.SSLContext:

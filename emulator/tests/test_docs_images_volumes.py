@@ -21,14 +21,9 @@ def my_app(emulator):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def tracked():  # noqa: ANN201
-    created: list[modal.Sandbox] = []
-    yield created
-    for sb in created:
-        try:
-            sb.terminate()
-        except Exception:  # noqa: BLE001 - best effort cleanup
-            pass
+def tracked(sandboxes: list) -> list:
+    """The shared ``sandboxes`` fixture (terminated afterwards even when the test fails), under this file's name."""
+    return sandboxes
 
 
 def run_in(tracked: list, app: modal.App, image: modal.Image, *command: str) -> str:
