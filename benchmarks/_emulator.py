@@ -24,8 +24,12 @@ class Emulator:
 
 
 @contextlib.contextmanager
-def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None) -> Iterator[Emulator]:
-    """Yield a fresh emulator (URL and pid); stop it (SIGTERM) afterwards, whatever happens."""
+def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None,
+                     command: tuple[str, ...] = (str(EMULATOR),)) -> Iterator[Emulator]:
+    """Yield a fresh emulator (URL and pid); stop it (SIGTERM) afterwards, whatever happens.
+
+    ``command`` runs the emulator's command line (a wrapper such as the RPC-counting one may stand in).
+    """
     with contextlib.ExitStack() as stack:
         if state_dir is None:
             state_dir = pathlib.Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-state-")))
@@ -33,7 +37,7 @@ def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None) ->
         log = open(state_dir.parent / f"{state_dir.name}.log", "w")  # noqa: SIM115 - closed by the stack
         stack.callback(log.close)
         proc = subprocess.Popen(
-            [str(EMULATOR), "serve", "--port", "0", "--state-dir", str(state_dir), "--ready-file", str(ready), *serve_args],
+            [*command, "serve", "--port", "0", "--state-dir", str(state_dir), "--ready-file", str(ready), *serve_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
@@ -46,7 +50,7 @@ def running_emulator(*serve_args: str, state_dir: pathlib.Path | None = None) ->
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=120)
+                proc.wait(timeout=300)  # hundreds of sandboxes take a while to end
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()

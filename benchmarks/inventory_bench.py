@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import pathlib
@@ -29,9 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 
-from _emulator import ROOT, sdk_environment
+from _emulator import ROOT, running_emulator, sdk_environment
 
 COUNTING_EMULATOR = pathlib.Path(__file__).resolve().with_name("inventory_counting_emulator.py")
 VENV_BIN = pathlib.Path(sys.executable).parent
@@ -40,37 +38,16 @@ APP = "bench-inventory"
 PAGE_SIZE = 100  # the emulator's sandboxes per list page, as Modal's
 
 
-@contextlib.contextmanager
-def counting_emulator(state_dir: pathlib.Path, *serve_args: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Yield (MODAL_SERVER_URL, process) of an RPC-counting emulator; stop it afterwards, whatever happens."""
-    ready = state_dir / "ready"
-    with open(state_dir.parent / f"{state_dir.name}.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(COUNTING_EMULATOR), "serve", "--port", "0", "--state-dir", str(state_dir),
-             "--ready-file", str(ready), *serve_args],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while not (ready.exists() and ready.read_text().strip()):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the emulator did not start; see {log.name}")
-                time.sleep(0.05)
-            yield ready.read_text().strip().split("=", 1)[1], proc
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=300)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+def counting_emulator(state_dir: pathlib.Path, *serve_args: str):  # noqa: ANN201 - a context manager
+    """An RPC-counting emulator (see inventory_counting_emulator.py), started and stopped by running_emulator."""
+    return running_emulator(*serve_args, state_dir=state_dir, command=(sys.executable, str(COUNTING_EMULATOR)))
 
 
-def rpc_counts(proc: subprocess.Popen, state_dir: pathlib.Path) -> dict[str, int]:
+def rpc_counts(pid: int, state_dir: pathlib.Path) -> dict[str, int]:
     """RPCs the emulator served so far, per method."""
     path = state_dir / "rpc-counts.json"
     path.unlink(missing_ok=True)
-    proc.send_signal(signal.SIGUSR1)
+    os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + 30
     while not path.exists():
         if time.monotonic() > deadline:
@@ -207,7 +184,8 @@ def measure(label: str, serve_args: tuple[str, ...], args: argparse.Namespace, w
     state = work / f"state-{label}"
     state.mkdir()
     results: dict[str, float | int] = {}
-    with counting_emulator(state, "--latency-ms", str(args.latency_ms), *serve_args) as (url, proc):
+    with counting_emulator(state, "--latency-ms", str(args.latency_ms), *serve_args) as emulator:
+        url, pid = emulator.url, emulator.pid
         server_env = sdk_environment(url, work)
         subprocess.run([sys.executable, __file__, "--create-only", "--hosts", str(args.hosts)],
                        env={**os.environ, **server_env}, check=True)
@@ -215,19 +193,19 @@ def measure(label: str, serve_args: tuple[str, ...], args: argparse.Namespace, w
         sources = write_sources(work, work / "keys", args.hosts)
         wait_until_idle()
         list_inventory(sources["static"], env, args.hosts)  # warm-up: file system caches, byte-compiled files
-        before = rpc_counts(proc, state)
+        before = rpc_counts(pid, state)
         list_inventory(sources["plain"], env, args.hosts)
-        after = rpc_counts(proc, state)
+        after = rpc_counts(pid, state)
         results["rpcs"] = sum(after.values()) - sum(before.values())
         results["rpc_detail"] = {name: after[name] - before.get(name, 0) for name in after if after[name] != before.get(name, 0)}
         results["static_s"], results["plugin_s"] = median_times([sources["static"], sources["plain"]], env, args.hosts,
                                                                  args.repeat)
         if warm_cache:
             list_inventory(sources["cached"], env, args.hosts, ("--flush-cache",))
-            before = rpc_counts(proc, state)
+            before = rpc_counts(pid, state)
             results["cached_static_s"], results["cached_s"] = median_times([sources["static"], sources["cached"]], env,
                                                                            args.hosts, args.repeat)
-            results["cached_rpcs"] = sum(rpc_counts(proc, state).values()) - sum(before.values())
+            results["cached_rpcs"] = sum(rpc_counts(pid, state).values()) - sum(before.values())
     return results
 
 
