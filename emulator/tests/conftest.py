@@ -11,13 +11,12 @@ a sub-folder has a conftest of its own.
 from __future__ import annotations
 
 import os
-import pathlib
 import sys
 from collections.abc import Iterator
 
 import pytest
 
-from sdk_harness import EmulatorProcess, point_sdk_at, restore_env
+from sdk_harness import EmulatorProcess, serving_emulator
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -34,17 +33,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     """A running emulator for the whole module, with the SDK pointed at it."""
     _require_root()
     base = tmp_path_factory.mktemp("emulator")
-    extra = tuple(getattr(request.module, "EMULATOR_ARGS", ()))
-    server = EmulatorProcess(state_dir=base / "state", log_path=base / "server.log", extra_args=extra)
-    previous: dict[str, str | None] | None = None
-    try:
-        server.start()
-        previous = point_sdk_at(server.url, base / "config")
+    with serving_emulator(base, tuple(getattr(request.module, "EMULATOR_ARGS", ()))) as server:
         yield server
-    finally:
-        if previous is not None:
-            restore_env(previous)
-        server.stop()
 
 
 @pytest.fixture(params=["v2", "v1"])

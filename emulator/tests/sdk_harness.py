@@ -10,6 +10,7 @@ once with V2 sandboxes (the SDK's default) and once with V1 (``MODAL_SANDBOX_V2=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -108,6 +109,21 @@ def restore_env(previous: dict[str, str | None]) -> None:
         else:
             os.environ[key] = value
     reset_sdk_client()
+
+
+@contextlib.contextmanager
+def serving_emulator(base: pathlib.Path, extra_args: tuple[str, ...] = ()) -> Iterator[EmulatorProcess]:
+    """A new emulator under ``base`` with the SDK pointed at it; SDK settings restored and server stopped after."""
+    server = EmulatorProcess(state_dir=base / "state", log_path=base / "server.log", extra_args=extra_args)
+    previous: dict[str, str | None] | None = None
+    try:
+        server.start()
+        previous = point_sdk_at(server.url, base / "config")
+        yield server
+    finally:
+        if previous is not None:
+            restore_env(previous)
+        server.stop()
 
 
 def is_v1_id(sandbox_id: str) -> bool:

@@ -13,7 +13,7 @@ import modal
 import pytest
 from modal.exception import NotFoundError
 
-from sdk_harness import EMULATOR, EmulatorProcess, point_sdk_at, restore_env
+from sdk_harness import EMULATOR, EmulatorProcess, serving_emulator
 
 
 def sandbox_pids(state_dir: pathlib.Path) -> list[int]:
@@ -42,18 +42,8 @@ def mounts_under(path: pathlib.Path) -> list[str]:
 def own_server(tmp_path: pathlib.Path, request: pytest.FixtureRequest):
     """A server for one test, with extra command line flags given by the test's ``server_args`` mark."""
     mark = request.node.get_closest_marker("server_args")
-    server = EmulatorProcess(
-        state_dir=tmp_path / "state", log_path=tmp_path / "server.log", extra_args=tuple(mark.args if mark else ())
-    )
-    previous = None
-    try:
-        server.start()
-        previous = point_sdk_at(server.url, tmp_path / "config")
+    with serving_emulator(tmp_path, tuple(mark.args if mark else ())) as server:
         yield server
-    finally:
-        if previous is not None:
-            restore_env(previous)
-        server.stop()
 
 
 def test_clean_shutdown_leaves_nothing(own_server: EmulatorProcess) -> None:
