@@ -1,8 +1,10 @@
-"""Command line of the emulator: ``modal-emulator serve`` and ``modal-emulator kill``.
+"""Command line of the emulator: ``modal-emulator serve``, ``kill`` and ``image pull|import``.
 
 ``serve`` prints ``MODAL_SERVER_URL=http://127.0.0.1:PORT`` once ready; point the ``modal`` SDK at it
 with that variable plus any non-empty ``MODAL_TOKEN_ID`` / ``MODAL_TOKEN_SECRET``.
 ``kill`` makes a running sandbox die as if it crashed (its serving emulator then reports it finished).
+``image pull REF`` builds a base image into the machine's base cache ahead of time; ``image import REF
+SOURCE`` makes REF resolve to a root-filesystem tarball or an OCI image layout (see :mod:`runtime.bases`).
 Both need Linux and root (sandboxes are namespaces and overlay mounts).
 """
 
@@ -23,6 +25,31 @@ def _check_platform() -> str | None:
     if os.geteuid() != 0:
         return "modal-emulator needs root (it creates mount, PID and network namespaces); run it as root."
     return None
+
+
+_BASE_CACHE_HELP = (
+    "where base images are cached, shared by every emulator on this machine "
+    "(default: $MODAL_EMULATOR_BASE_CACHE, else /var/cache/modal-emulator)"
+)
+
+
+def _image_command(args: argparse.Namespace) -> int:
+    from modal_emulator.runtime.bases import BaseBuildError, BaseCache, UnknownReference
+
+    cache = BaseCache(args.base_cache)
+    try:
+        if args.image_command == "pull":
+            for reference in args.reference:
+                base = cache.resolve(reference, log=lambda text: print(text, end="", file=sys.stderr))
+                print(f"{reference}: {base.rootfs}")
+        else:
+            base = cache.import_image(args.reference, args.source,
+                                      log=lambda text: print(text, end="", file=sys.stderr))
+            print(f"{args.reference}: {base.rootfs}")
+    except (UnknownReference, BaseBuildError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--list-omits-details", action="store_true", help="leave tags and tunnels out of sandbox list pages"
     )
+
+    serve.add_argument("--base-cache", type=pathlib.Path, metavar="DIR", help=_BASE_CACHE_HELP)
+
+    image = commands.add_parser("image", help="fill the machine's base-image cache")
+    image_commands = image.add_subparsers(dest="image_command", required=True)
+    pull = image_commands.add_parser("pull", help="build the base of a Debian or python reference now")
+    pull.add_argument("reference", nargs="+", metavar="REF")
+    pull.add_argument("--base-cache", type=pathlib.Path, metavar="DIR", help=_BASE_CACHE_HELP)
+    imported = image_commands.add_parser("import", help="make REF resolve to a rootfs tarball or an OCI layout")
+    imported.add_argument("reference", metavar="REF")
+    imported.add_argument("source", type=pathlib.Path, metavar="SOURCE",
+                          help="docker/podman export tarball, or OCI image layout (directory or archive)")
+    imported.add_argument("--base-cache", type=pathlib.Path, metavar="DIR", help=_BASE_CACHE_HELP)
 
     kill = commands.add_parser("kill", help="kill a running sandbox as if it crashed")
     kill.add_argument("sandbox_id")
@@ -88,8 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             faults=faults,
             fault_seed=args.fault_seed,
             list_omits_details=args.list_omits_details,
+            base_cache=args.base_cache,
         )
         return run(options)
+    if args.command == "image":
+        return _image_command(args)
     if args.command == "kill":
         from modal_emulator.runtime.container import kill_sandbox
 

@@ -2,15 +2,15 @@
 
 A sandbox is:
 
-- an overlay root: ``<store>/sandboxes/<id>/upper`` over the image layers, the mask and the host root;
+- an overlay root: ``<store>/sandboxes/<id>/upper`` over the runtime's private layers (tools, registry
+  settings; see :mod:`private_layers`), the image layers and the image's base root filesystem;
 - mount, PID, UTS, IPC and network namespaces (loopback only, brought up), with its own /proc, /sys,
   /dev (+ a private devpts for PTYs), /dev/shm and /run (see :mod:`rootfs`);
-- its entrypoint under ``tini`` (a tiny C init, Debian package ``tini``) as the namespace's PID 1, with
-  stdin/stdout/stderr pipes to the server. A PID 1 must reap the orphans re-parented to it (an sshd
-  session's children, ``cmd &`` in an exec that has returned); an entrypoint such as ``sleep infinity``
-  never does, so they would stay zombies. tini reaps them, forwards signals to the entrypoint and exits
-  with its status (128 + N if it died of signal N). Without tini on the host the entrypoint is PID 1
-  itself, and a warning says that orphans are not reaped;
+- its entrypoint under ``tini`` (a tiny static C init from the host's Debian package ``tini``, placed in the
+  private tools layer) as the namespace's PID 1, with stdin/stdout/stderr pipes to the server. A PID 1 must
+  reap the orphans re-parented to it (an sshd session's children, ``cmd &`` in an exec that has returned);
+  an entrypoint such as ``sleep infinity`` never does, so they would stay zombies. tini reaps them,
+  forwards signals to the entrypoint and exits with its status (128 + N if it died of signal N);
 - three processes on the host per idle sandbox: the small ``unshare`` parent, tini and the entrypoint;
 - execs entered with ``nsenter`` into the same namespaces and root, after joining the sandbox's cgroups;
 - one loopback TCP listener per port, relayed into the namespace (see :mod:`tunnels`);
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import logging
 import os
 import pathlib
@@ -37,11 +36,10 @@ import struct
 from dataclasses import dataclass, field
 
 from modal_emulator.runtime import cgroups, pidfiles
-from modal_emulator.runtime._host import (find_tool, is_same_process, process_start_time, require_root, sigkill,
-                                          tool)
+from modal_emulator.runtime._host import is_same_process, process_start_time, require_root, sigkill, tool
 from modal_emulator.runtime.build import step_env
 from modal_emulator.runtime.launch import launch
-from modal_emulator.runtime.mask import ensure_mask_layer
+from modal_emulator.runtime.private_layers import TINI_PATH, ensure_private_layers
 from modal_emulator.runtime.pidfiles import cleanup_stale, kill_sandbox
 from modal_emulator.runtime.process import Process, pty_streams
 from modal_emulator.runtime.rootfs import PIVOT_DIR, RootfsPlan
@@ -59,24 +57,15 @@ _STOP_TIMEOUT_S = 10.0
 log = logging.getLogger("modal_emulator.runtime")
 
 
-@functools.cache
-def entrypoint_payload() -> str:
-    """Shell words that exec the entrypoint (``"$@"``) under tini as PID 1, or alone without tini.
-
-    tini's host path is also its path in the sandbox: the host root is the bottom layer of every image.
-    """
-    init = find_tool("tini")
-    if init is None:
-        log.warning("tini is not installed: sandbox entrypoints run as PID 1 and orphaned processes "
-                    "in sandboxes are not reaped (install the Debian package tini)")
-        return '"$@"'
-    return f'{shlex.quote(init)} -- "$@"'
+#: Shell words that exec the entrypoint (``"$@"``) under tini, the namespace's PID 1.
+ENTRYPOINT_PAYLOAD = f'{TINI_PATH} -- "$@"'
 
 
 @dataclass
 class ContainerSpec:
     sandbox_id: str
-    layers: list[str]                    # image layers bottom->top (host root + mask are implicit below)
+    base: pathlib.Path                   # the image's base root filesystem (bottom of the stack)
+    layers: list[str]                    # image layers bottom->top, above the base
     entrypoint: list[str]                # argv
     env: dict[str, str]
     workdir: str | None = None
@@ -86,7 +75,7 @@ class ContainerSpec:
     ports: list[int] = field(default_factory=list)      # container ports to forward from host loopback
     volumes: list[tuple[pathlib.Path, str, bool]] = field(default_factory=list)  # (host dir, path, read_only)
     block_network: bool = False          # sandboxes have loopback only anyway: honoured trivially
-    extra_masked_paths: list[str] = field(default_factory=list)
+    bind_files: list[tuple[pathlib.Path, str]] = field(default_factory=list)  # (host file, path), read-only
 
 
 # Overlay bookkeeping that refers to the stack the upper dir was mounted in; meaningless in a new stack.
@@ -154,18 +143,19 @@ class Container:
         upper, work, merged = self._dir / "upper", self._dir / "work", self._dir / "merged"
         for directory in (upper, work, merged):
             directory.mkdir(parents=True)
-        mask = await asyncio.to_thread(ensure_mask_layer, self.store, spec.extra_masked_paths)
+        private = await asyncio.to_thread(ensure_private_layers, self.store)
         self._cgroups = await asyncio.to_thread(
             cgroups.create, self.store.state_dir, spec.sandbox_id, spec.cpu, spec.memory_mb)
         self.limits = dict(self._cgroups.limits)
         plan = RootfsPlan(
-            layers_dir=self.store.root / "layers", lower_layers=[mask, *spec.layers],
+            layers_dir=self.store.root / "layers", base=spec.base, lower_layers=[*spec.layers, *private],
             upper=upper, work=work, merged=merged, status_fd=-1, payload_env_names=set(self._env),
             workdir=spec.workdir, create_workdir=True,
             hostname=(spec.hostname or spec.sandbox_id)[:_HOSTNAME_MAX], loopback_up=True, run_tmpfs=True,
             cgroup_procs_files=self._cgroups.procs_files, volumes=list(spec.volumes),
+            bind_files=list(spec.bind_files),
         )
-        launched = await launch(plan, entrypoint_payload(), list(spec.entrypoint), _NAMESPACES, self._env,
+        launched = await launch(plan, ENTRYPOINT_PAYLOAD, list(spec.entrypoint), _NAMESPACES, self._env,
                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                 stderr=asyncio.subprocess.PIPE)
         self.entrypoint = Process(launched.process)
@@ -244,6 +234,24 @@ class Container:
             stdin=pipe if stdin else devnull, stdout=pipe if stdout else devnull,
             stderr=pipe if stderr else devnull)
         return self._track(Process(process, on_exit=self._execs.discard))
+
+    async def exec_on_host(self, argv: list[str], env: dict[str, str]) -> Process:
+        """Run a host program (`argv`) for this sandbox, outside its namespaces, with pipes like `exec`.
+
+        For tools the emulator provides rather than the image (the SDK's file tool): they look at the
+        sandbox through ``/proc/<init>/root`` (see :attr:`root_path`), so they work whatever the image has.
+        """
+        if self.finished:
+            raise RuntimeError(f"sandbox {self.spec.sandbox_id} has finished")
+        pipe = asyncio.subprocess.PIPE
+        process = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True,
+                                                       stdin=pipe, stdout=pipe, stderr=pipe)
+        return self._track(Process(process, on_exit=self._execs.discard))
+
+    @property
+    def root_path(self) -> str:
+        """The sandbox's root as the host sees it, mounts (volumes) included."""
+        return f"/proc/{self.init_pid}/root"
 
     async def _exec_with_pty(self, command: list[str], env: dict[str, str]) -> Process:
         master = os.open(f"/proc/{self.init_pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)

@@ -3,12 +3,12 @@
 Build steps and sandboxes both start as ``unshare ... -- bash -p -c SCRIPT bash ARGS...``. The script,
 already inside the new mount (and PID, ...) namespaces, does:
 
-1. mount the overlay (upper over image layers over the mask over the host root "/"),
+1. mount the overlay (upper over the private layers, the image layers and the image's base root),
 2. mount its own /proc, /sys (read-only), /dev (tmpfs with the usual nodes and a private devpts
    instance, so PTYs work), /dev/shm and, for sandboxes, /run,
 3. join cgroups, set the hostname, bring loopback up,
-4. ``pivot_root`` into the overlay, bind the volumes (their targets resolved inside the new root, so an
-   image symlink cannot point a mount outside it), detach the old root,
+4. ``pivot_root`` into the overlay, bind the volumes and injected files (their targets resolved inside the
+   new root, so an image symlink cannot point a mount outside it), detach the old root,
 5. report ``READY <host pid>`` on a status pipe and ``exec`` the payload, which becomes the namespace's
    init (PID 1).
 
@@ -18,6 +18,10 @@ so a failure is reported by ``start`` as a clear error.
 
 Variables the script needs are baked in with ``shlex.quote``; the payload's environment is the process
 environment itself (never on a command line), minus what bash adds to it (PWD, OLDPWD, SHLVL).
+
+Before ``pivot_root`` the host's tools do the work. After it, only what is inside the new root exists, and an
+image may have no coreutils at all: the steps after it use the static busybox of the runtime's private tools
+layer (:mod:`private_layers`), and bash's builtins.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modal_emulator.runtime._host import tool
+from modal_emulator.runtime.private_layers import BUSYBOX_PATH
 
 PIVOT_DIR = ".modal-emulator-oldroot"
 
@@ -40,7 +45,8 @@ _BASH_ADDED_VARS = ("PWD", "OLDPWD", "SHLVL")
 @dataclass
 class RootfsPlan:
     layers_dir: Path                   # lower layer names are relative to it (keeps the mount options short)
-    lower_layers: list[str]            # bottom -> top, the mask layer first; the host root "/" is implicit below
+    base: Path                         # the image's base root filesystem, the bottom of the stack
+    lower_layers: list[str]            # bottom -> top, above the base
     upper: Path
     work: Path
     merged: Path
@@ -54,6 +60,7 @@ class RootfsPlan:
     mount_sysfs: bool = True
     cgroup_procs_files: list[Path] = field(default_factory=list)
     volumes: list[tuple[Path, str, bool]] = field(default_factory=list)
+    bind_files: list[tuple[Path, str]] = field(default_factory=list)   # (host file, path inside), read-only
 
 
 def check_layer_name(name: str) -> None:
@@ -65,7 +72,10 @@ def check_layer_name(name: str) -> None:
 def _lowerdir(plan: RootfsPlan) -> str:
     for name in plan.lower_layers:
         check_layer_name(name)
-    return ":".join([*reversed(plan.lower_layers), "/"])
+    base = str(plan.base)
+    if not plan.base.is_absolute() or any(ch in base for ch in ":,\\\n"):
+        raise ValueError(f"base root not usable in an overlay mount: {base!r}")
+    return ":".join([*reversed(plan.lower_layers), base])
 
 
 def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
@@ -121,15 +131,21 @@ def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
         f"{pivot_root} . {PIVOT_DIR}",
         "cd /",
     ]
+    box = BUSYBOX_PATH
     for host_dir, target, read_only in plan.volumes:
         host_path = q(f"/{PIVOT_DIR}{Path(host_dir).absolute()}")
-        lines += [f"{mkdir} -p -- {q(target)}", f"{mount} --bind {host_path} {q(target)}"]
+        lines += [f"{box} mkdir -p -- {q(target)}", f"{box} mount -o bind {host_path} {q(target)}"]
         if read_only:
-            lines.append(f"{mount} -o remount,bind,ro {q(target)}")
-    lines += [f"{umount} -l /{PIVOT_DIR}", f"{rmdir} /{PIVOT_DIR}"]
+            lines.append(f"{box} mount -o remount,bind,ro {q(target)}")
+    for host_file, target in plan.bind_files:
+        host_path = q(f"/{PIVOT_DIR}{Path(host_file).absolute()}")
+        # An image without the file gets an empty one to mount over, in the writable layer.
+        lines += [f"[ -e {q(target)} ] || : > {q(target)}",
+                  f"{box} mount -o bind {host_path} {q(target)}", f"{box} mount -o remount,bind,ro {q(target)}"]
+    lines += [f"{box} umount -l /{PIVOT_DIR}", f"{box} rmdir /{PIVOT_DIR}"]
     if plan.workdir:
         if plan.create_workdir:
-            lines.append(f"{mkdir} -p -- {q(plan.workdir)}")
+            lines.append(f"{box} mkdir -p -- {q(plan.workdir)}")
         lines.append(f"cd -- {q(plan.workdir)}")
     lines += [
         f"printf 'READY %s\\n' \"${{emu_stat%% *}}\" >&{fd}",
@@ -138,5 +154,5 @@ def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
     # bash's own exec would export SHLVL: `env -u` drops what bash added and the payload did not ask for.
     dropped = [name for name in _BASH_ADDED_VARS if name not in plan.payload_env_names]
     unsets = " ".join(f"-u {name}" for name in dropped)
-    lines.append(f"exec {tool('env')} {unsets} -- {payload_argv}")
+    lines.append(f"exec {box} env {unsets} -- {payload_argv}")
     return "\n".join(lines) + "\n"

@@ -1,13 +1,14 @@
 """The runtime's storage: a sparse ext4 image, loop-mounted under the state dir, holding layers and sandboxes.
 
-Why a separate filesystem: the host root "/" is the bottom layer of every overlay, and overlayfs refuses
-(ELOOP) a layer or upper dir that lives inside another layer of the same filesystem. Layers and sandbox
-upper/work dirs therefore live on their own filesystem, the store.
+Why a separate filesystem: overlayfs refuses (ELOOP) a layer or upper dir that lives inside another layer
+of the same filesystem, and a state dir may well sit inside a base root's filesystem. Layers and sandbox
+upper/work dirs therefore live on their own filesystem, the store; base roots live in the machine's base
+cache (:mod:`bases`), outside any state dir.
 
 Layout under ``root``::
 
     layers/<layer_id>       overlayfs upper-dir content of one image layer (whiteouts, opaque xattrs)
-    layers/.mask-<hash>     the mask layers (opaque empty dirs over paths sandboxes must not see)
+    layers/tools-*, registry-*   the runtime's private layers (see :mod:`private_layers`)
     sandboxes/<id>/         upper/ and work/ of one running sandbox
     tmp/                    layers being built; renamed into layers/ only once complete
 

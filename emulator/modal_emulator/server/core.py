@@ -175,8 +175,12 @@ class FaultInjector:
 class EmulatorState:
     """Everything the RPC mixins share; one instance per ``modal-emulator serve`` process."""
 
-    def __init__(self, state_dir: pathlib.Path, *, list_omits_details: bool = False) -> None:
+    def __init__(self, state_dir: pathlib.Path, *, list_omits_details: bool = False,
+                 base_cache: pathlib.Path | None = None) -> None:
+        from modal_emulator.runtime.bases import BaseCache
+
         self.state_dir = state_dir.resolve()
+        self.bases = BaseCache(base_cache)
         self.list_omits_details = list_omits_details
         self.store: Store | None = None
         self.server_url: str = ""

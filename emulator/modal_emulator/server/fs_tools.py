@@ -1,39 +1,27 @@
-"""Put the SDK's file tool inside every sandbox, as one small image layer on top of its image.
+"""The SDK's file tool, run for a sandbox by the emulator itself, whatever the sandbox's image holds.
 
-``Sandbox.filesystem.*`` in the SDK execs ``/__modal/.bin/modal-sandbox-fs-tools`` inside the
-sandbox; Modal provides that binary on its workers. The emulator provides
-:mod:`.sandbox_fs_tool` (a stdlib-only Python script run by the sandbox's ``python3``) at that path,
-in a layer whose id is derived from the script's content, so an updated script gets a new layer and
-old sandboxes keep theirs. The layer is the topmost lower layer of each sandbox: it is not part of
-the image, so filesystem snapshots do not copy it (they copy the writable layer only).
+``Sandbox.filesystem.*`` in the SDK execs ``/__modal/.bin/modal-sandbox-fs-tools`` inside the sandbox;
+Modal provides that binary on its workers. A real image may have no Python at all, so the emulator does
+not put a script there: an exec of that path runs :mod:`.sandbox_fs_tool` with the emulator's own Python
+on the host, confined to the sandbox's root (``chroot`` into ``/proc/<init>/root``, which shows the
+sandbox's files and mounts exactly as its processes see them). Nothing of it is in the image, and
+snapshots never see it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import pathlib
-
-from .core import EmulatorState
+import sys
 
 #: Where the SDK expects the tool (``modal/sandbox/_filesystem.py``).
 FS_TOOLS_PATH = "/__modal/.bin/modal-sandbox-fs-tools"
 _SCRIPT = pathlib.Path(__file__).with_name("sandbox_fs_tool.py")
 
 
-def fs_tools_layer_id(script: bytes) -> str:
-    return "fs-tools-" + hashlib.sha256(script).hexdigest()[:24]
+def is_fs_tool(argv: list[str]) -> bool:
+    return bool(argv) and argv[0] == FS_TOOLS_PATH
 
 
-async def ensure_fs_tools_layer(state: EmulatorState) -> str:
-    """The id of the layer holding the file tool, created in the store on first use."""
-    from modal_emulator.runtime.build import write_files_layer
-
-    store = state.require_store()
-    script = _SCRIPT.read_bytes()
-    layer_id = fs_tools_layer_id(script)
-    lock: asyncio.Lock = state.services.setdefault("fs_tools_lock", asyncio.Lock())
-    async with lock:
-        if not store.has_layer(layer_id):
-            await asyncio.to_thread(write_files_layer, store, layer_id, [(FS_TOOLS_PATH, script, 0o755)])
-    return layer_id
+def host_argv(sandbox_root: str, argv: list[str]) -> list[str]:
+    """The host command that runs the tool with `argv`'s arguments inside `sandbox_root`."""
+    return [sys.executable, "-I", str(_SCRIPT), "--chroot", sandbox_root, *argv[1:]]

@@ -6,27 +6,23 @@ one layer per ``RUN``/``COPY``/``ADD`` step. Layers are cached by their definiti
 the step, the environment and the working directory it runs with), so building the same image again,
 or another image sharing a prefix of steps, reuses them.
 
-How the emulator maps what Modal does with real registry images:
+How the emulator maps what Modal does with registry images:
 
-- ``FROM <registry image>`` (``Image.from_registry``, ``Image.debian_slim``, a Dockerfile's first
-  line) has no registry to pull from: the host root is the base instead, and the build log says so.
-  Images are therefore only as immutable as the host (a package installed on the host shows up in
-  every image); each image records the host it was built on.
-- Modal images expect ``python`` and ``pip`` on PATH. The host provides ``/usr/bin/python3`` (Debian's
-  interpreter), so a small layer of shims is put right above the host root of every registry base:
-  ``/usr/local/bin/python`` and ``pip`` run ``python3``, and ``/etc/pip.conf`` allows ``pip install`` into
-  the system interpreter (Debian otherwise refuses with "externally-managed-environment").
-- ``Image.debian_slim()`` is ``FROM python:X-slim-bookworm`` followed by steps that provision that
-  image (``apt-get install gcc ...``, ``pip install --upgrade pip wheel uv``, a debconf setting). The host
-  root already is a Debian with Python, and fetching those tools again would make every fresh state
-  directory download hundreds of megabytes, so those steps are skipped and listed in the build log.
-  Its ``CMD`` (sleep) is kept. Later layers (``apt_install``, ``pip_install``, ``run_commands``) run for real.
-- ``add_python=...`` copies a standalone Python from a Modal-provided mount; it is skipped (the shims
-  above point to the host's ``python3``), which the build log says. For older standalone releases the
-  SDK follows that copy with ``RUN ln -s /usr/local/bin/python3 /usr/local/bin/python``; the shim
-  already is ``/usr/local/bin/python`` (and there is no standalone ``python3`` to link to), so that exact
-  step is skipped too whenever the shim layer is part of the image, and the build log says so.
-- ``RUN`` steps run with the host's network (``apt-get``, ``pip`` work) and ``DEBIAN_FRONTEND=noninteractive``.
+- ``FROM <registry image>`` (``Image.from_registry``, ``Image.debian_slim``, a Dockerfile's first line)
+  resolves to a real root filesystem from the machine's base cache (:mod:`modal_emulator.runtime.bases`):
+  Debian and python references are built there once per machine, anything else must have been imported,
+  or the build fails with a message naming the reference. Never the host's own root.
+- ``Image.debian_slim()`` is ``FROM python:X-slim-bookworm`` followed by steps that provision that image
+  with compilers and tools (``apt-get install gcc ...``, ``pip install --upgrade pip wheel uv``, a debconf
+  setting). Fetching those again would make every fresh state directory download hundreds of megabytes,
+  so those steps are skipped and listed in the build log: the image is the python base (bookworm slim,
+  Debian's python3, pip and venv). Its ``CMD`` (sleep) is kept. Later layers run for real.
+- ``add_python=...`` copies a standalone Python from a Modal-provided mount. Over a Debian bookworm base
+  the emulator switches to the python base instead (the same root plus Debian's python3), and the build
+  log says which version stands in; over any other base the build fails, naming the base.
+- ``RUN`` steps run inside the image's own root with the host's network, DNS and package-registry settings
+  (never stored in a layer) and ``DEBIAN_FRONTEND=noninteractive``.
+- Images are immutable: a layer, once built, never changes, and neither does a published base.
 """
 
 from __future__ import annotations
@@ -37,7 +33,6 @@ import hashlib
 import json
 import logging
 import pathlib
-import platform
 import re
 import shlex
 import time
@@ -49,19 +44,13 @@ from modal_proto import api_pb2
 
 from . import hooks
 from .apps import secret_env
+from modal_emulator.runtime.bases import BOOKWORM_PYTHON
+
 from .core import EmulatorState
 
 log = logging.getLogger("modal_emulator.server")
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: Bump when the shim files change, so that old state dirs get the new layer.
-PYTHON_SHIM_LAYER = "base-python-shims-v1"
-PYTHON_SHIM_FILES: list[tuple[str, bytes, int]] = [
-    ("/usr/local/bin/python", b'#!/bin/sh\nexec /usr/bin/python3 "$@"\n', 0o755),
-    ("/usr/local/bin/pip", b'#!/bin/sh\nexec /usr/bin/python3 -m pip "$@"\n', 0o755),
-    ("/etc/pip.conf", b"[global]\nbreak-system-packages = true\nroot-user-action = ignore\n", 0o644),
-]
-_DEBIAN_SLIM_TAG = re.compile(r"^python:[0-9.]+-slim-[a-z]+$")
 _ADD_PYTHON_SOURCE = "/python/."
 #: What ``add_python`` adds after its copy for standalone releases that lack a ``python`` binary.
 _ADD_PYTHON_LINK_STEP = "ln -s /usr/local/bin/python3 /usr/local/bin/python"
@@ -237,7 +226,7 @@ class ImageRegistry:
             "cmd": None,
             "builder_version": request.builder_version,
             "created_at": time.time(),
-            "host": f"{platform.node()} {platform.platform()}",
+            "base": None,
         }
         self.table.put(image_id, row)
         build_log = self.logs[image_id] = BuildLog()
@@ -275,7 +264,23 @@ class ImageRegistry:
         self.table.put(image_id, row)
         await build_log.finish()
 
-    async def ensure_mount_layer(self, mount_id: str) -> str:
+    def base_root(self, row: dict[str, Any]) -> pathlib.Path:
+        """The base root filesystem of a built image; FAILED_PRECONDITION if it is gone from the cache."""
+        base = row.get("base") or {}
+        path = pathlib.Path(base.get("rootfs") or "/nonexistent")
+        if not path.is_dir():
+            self.state.abort(
+                Status.FAILED_PRECONDITION,
+                f"the base of image {row['id']} ({base.get('reference') or 'unknown'}) is not in the base cache "
+                f"{self.state.bases.root} any more: build the image again")
+        return path
+
+    def layer_roots(self, row: dict[str, Any]) -> list[pathlib.Path]:
+        """The directories an image is made of, top first: its layers, then its base."""
+        store = self.state.require_store()
+        return [*(store.root / "layers" / layer for layer in reversed(row["layers"])), self.base_root(row)]
+
+    async def ensure_mount_layer(self, mount_id: str, image: dict[str, Any]) -> str:
         """A layer holding a mount's files (``Image.add_local_*`` without copy), built once."""
         store = self.state.require_store()
         layer_id = f"mount-{mount_id}"
@@ -286,7 +291,7 @@ class ImageRegistry:
             files = materialize(self.state, mount_id)
             from modal_emulator.runtime.build import write_files_layer
 
-            await asyncio.to_thread(write_files_layer, store, layer_id, files)
+            await asyncio.to_thread(write_files_layer, store, layer_id, files, self.layer_roots(image))
         return layer_id
 
     async def wait_all(self) -> None:
@@ -311,6 +316,7 @@ class ImageBuild:
         self.env: dict[str, str] = {}
         self.workdir: str | None = None
         self.cmd: list[str] | None = None
+        self.base: dict[str, Any] | None = None   # {"key", "reference", "rootfs", "python"} once FROM ran
         self.skip_provisioning = False
         self.build_args = dict(definition.build_args)
 
@@ -342,7 +348,7 @@ class ImageBuild:
                 self.build_args.setdefault(name.strip(), default.strip())
             else:
                 self.write(f" ---> {keyword} has no effect in the emulator, ignored\n")
-        self.row.update(layers=self.layers, env=self.env, workdir=self.workdir, cmd=self.cmd)
+        self.row.update(layers=self.layers, env=self.env, workdir=self.workdir, cmd=self.cmd, base=self.base)
 
     def _substitute_args(self, args: str) -> str:
         for name, value in self.build_args.items():
@@ -358,23 +364,36 @@ class ImageBuild:
             self.env = dict(base.get("env") or {})
             self.workdir = base.get("workdir")
             self.cmd = base.get("cmd")
+            self.base = base.get("base")
             self.write(f" ---> based on {base['id']}\n")
             return
-        self.write(
-            f" ---> registry image {tag!r} is emulated by the host root filesystem "
-            f"({platform.platform()}); python and pip run the host's /usr/bin/python3\n"
-        )
-        store = self.state.require_store()
-        if not store.has_layer(PYTHON_SHIM_LAYER):
-            from modal_emulator.runtime.build import write_files_layer
-
-            await asyncio.to_thread(write_files_layer, store, PYTHON_SHIM_LAYER, PYTHON_SHIM_FILES)
-        self.layers = [PYTHON_SHIM_LAYER]
+        await self._use_base(tag)
         # Only the SDK's own debian_slim() definition is skipped: a user's Dockerfile FROM the same tag
         # has RUN steps that must run.
-        self.skip_provisioning = bool(_DEBIAN_SLIM_TAG.match(tag)) and is_debian_slim_definition(
+        self.skip_provisioning = bool(self.base and self.base.get("python")) and is_debian_slim_definition(
             dockerfile_instructions(self.definition.dockerfile_commands)
         )
+
+    async def _use_base(self, reference: str) -> None:
+        """Make the base root of `reference` the bottom of this image (building it first if needed)."""
+        from modal_emulator.runtime.bases import BaseBuildError, UnknownReference
+
+        loop = asyncio.get_running_loop()
+
+        def log_from_thread(text: str) -> None:
+            loop.call_soon_threadsafe(self.write, text)
+            log.info("base build: %s", text.rstrip())
+
+        try:
+            base = await asyncio.to_thread(self.state.bases.resolve, reference, log_from_thread)
+        except (UnknownReference, BaseBuildError) as exc:
+            raise BuildFailed(str(exc)) from exc
+        self.base = {"key": base.key, "reference": base.reference, "rootfs": str(base.rootfs),
+                     "python": bool(base.recipe and base.recipe.python)}
+        self.write(f" ---> base {base.reference}: {base.key}\n")
+        if base.python_requested and base.python_requested.split(".")[:2] != BOOKWORM_PYTHON.split("."):
+            self.write(f" ---> python {base.python_requested} was asked for; Debian's python3 "
+                       f"{BOOKWORM_PYTHON} stands in for it\n")
 
     def _layer_id(self, *step: Any) -> str:
         return "l-" + sha256_hex(self.layers, self.env, self.workdir, step, self.salt)[:40]
@@ -383,10 +402,10 @@ class ImageBuild:
         argv = exec_form(args)
         command = shlex.join(argv) if argv else args
         if self.skip_provisioning and not quiet:
-            self.write(" ---> skipped: provisioning of the base image, provided by the host root\n")
+            self.write(" ---> skipped: debian_slim's compilers and tools (the python base has python3 and pip)\n")
             return
-        if command.strip() == _ADD_PYTHON_LINK_STEP and PYTHON_SHIM_LAYER in self.layers:
-            self.write(" ---> skipped: /usr/local/bin/python is already the emulator's shim for the host's python3\n")
+        if command.strip() == _ADD_PYTHON_LINK_STEP and self.base and self.base.get("python"):
+            self.write(" ---> skipped: /usr/local/bin/python already links to the python base's python3\n")
             return
         layer_id = self._layer_id("RUN", command, sorted(build_env))
         store = self.state.require_store()
@@ -404,7 +423,8 @@ class ImageBuild:
             output.append(text)
             self.write(text)
 
-        code = await run_build_step(store, list(self.layers), layer_id, command, env, self.workdir, on_output)
+        code = await run_build_step(store, self._base_root(), list(self.layers), layer_id, command, env,
+                                    self.workdir, on_output)
         if code != 0:
             tail = "".join(output)[-4000:]
             raise BuildFailed(f"RUN {command} exited with code {code}\n{tail}")
@@ -416,7 +436,7 @@ class ImageBuild:
             raise BuildFailed(f"COPY needs a source and a destination: {args}")
         sources, dest = words[:-1], words[-1]
         if sources == [_ADD_PYTHON_SOURCE]:
-            self.write(" ---> skipped: standalone Python is not provided, the host's python3 is used\n")
+            await self._add_python()
             return
         context = self._context_files()
         if not dest.startswith("/"):
@@ -437,10 +457,30 @@ class ImageBuild:
         if not store.has_layer(layer_id):
             from modal_emulator.runtime.build import write_files_layer
 
-            await asyncio.to_thread(write_files_layer, store, layer_id, files)
+            below = [*(store.root / "layers" / layer for layer in reversed(self.layers)), self._base_root()]
+            await asyncio.to_thread(write_files_layer, store, layer_id, files, below)
         else:
             self.write(" ---> Using cache\n")
         self.layers.append(layer_id)
+
+    def _base_root(self) -> pathlib.Path:
+        if self.base is None:
+            raise BuildFailed("a build step came before any FROM")
+        return pathlib.Path(self.base["rootfs"])
+
+    async def _add_python(self) -> None:
+        """``add_python``: no standalone Python here; Debian's python3 through the python base stands in."""
+        assert self.base is not None
+        if self.base.get("python"):
+            self.write(f" ---> add_python: the base already has Debian's python3 {BOOKWORM_PYTHON}\n")
+            return
+        if not self.base["key"].startswith("debian-bookworm") or self.layers:
+            raise BuildFailed(
+                f"add_python is emulated only right over a Debian bookworm base, not over "
+                f"{self.base['reference']!r}: install python in a RUN step instead")
+        self.write(f" ---> add_python: standalone Python is not provided; the python base (Debian's python3 "
+                   f"{BOOKWORM_PYTHON}) stands in\n")
+        await self._use_base("python:3.11-slim-bookworm")
 
     def _context_files(self) -> dict[str, tuple[bytes | pathlib.Path, int | None]]:
         """Context files by path relative to the context root (no leading slash)."""

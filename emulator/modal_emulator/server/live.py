@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator
 from modal_proto import api_pb2
 
 from .core import EmulatorState
+from .fs_tools import host_argv, is_fs_tool
 from .sandbox_net import has_connection_on, is_listening
 
 log = logging.getLogger("modal_emulator.server")
@@ -342,7 +343,11 @@ class LiveSandbox:
         if exec_id in self.execs:
             return self.execs[exec_id]  # an idempotent retry of the same start
         assert self.container is not None
-        process = await self.container.exec(argv, env=env, workdir=workdir, pty=pty)
+        if is_fs_tool(argv) and not pty:
+            process = await self.container.exec_on_host(host_argv(self.container.root_path, argv),
+                                                        env={"LC_ALL": "C.UTF-8"})
+        else:
+            process = await self.container.exec(argv, env=env, workdir=workdir, pty=pty)
         live_exec = LiveExec(exec_id=exec_id, process=process, stdin=StdinSink(process.stdin))
         self.execs[exec_id] = live_exec
         self.touch()

@@ -11,10 +11,8 @@ built from a mount can be cached by it).
 ``MountGetOrCreate`` by name in the global namespace is how ``Image.from_registry(add_python=...)``
 finds its ``python-build-standalone.<release>.<version>-<libc>`` mount, whose ``/python/.`` is
 copied to ``/usr/local``. That distribution cannot be fetched offline, so the emulator answers with
-a small mount whose ``/python/bin/python3`` and ``python3.X`` (and ``python`` for the releases that
-ship it) run the host's
-``/usr/bin/python3``: sandboxes are built over the host root, where that interpreter exists. The
-Python version asked for is therefore not honoured.
+a small placeholder mount, and the image builder replaces the copy itself: the image moves onto the
+python base, whose Debian python3 stands in for the version asked for (see :mod:`.image_builder`).
 
 :func:`materialize_mount` gives the image builder a mount's files for ``COPY``.
 """

@@ -3,9 +3,10 @@
 
 The SDK implements ``sb.filesystem.read_bytes/write_text/list_files/make_directory/remove/stat/watch``
 by exec'ing ``/__modal/.bin/modal-sandbox-fs-tools '<command json>'`` in the sandbox (Modal ships a
-binary there). The emulator places this script at that path (see :mod:`.fs_tools`). It uses only
-the standard library, because it runs with the sandbox's own ``python3`` (the host's, as images are
-built on the host root).
+binary there). The emulator runs this script instead (see :mod:`.fs_tools`), with its own Python on the
+host, started as ``sandbox_fs_tool.py --chroot /proc/<init>/root '<command json>'``: it imports all it
+needs, then confines itself to the sandbox's root before touching any path. It uses only the standard
+library, and imports nothing once confined (the host's modules are no longer reachable then).
 
 Contract, as the SDK reads it (``modal/_utils/sandbox_fs_utils.py``):
 
@@ -301,8 +302,18 @@ COMMANDS = {
 }
 
 
+def confine(argv: list[str]) -> list[str]:
+    """Handle a leading ``--chroot ROOT``: chroot there and return the remaining argv."""
+    if len(argv) > 2 and argv[1] == "--chroot":
+        os.chroot(argv[2])
+        os.chdir("/")
+        return [argv[0], *argv[3:]]
+    return argv
+
+
 def main(argv: list[str]) -> int:
     try:
+        argv = confine(argv)
         if len(argv) != 2:
             fail("InvalidArgument", "usage: modal-sandbox-fs-tools '<command json>'")
         try:

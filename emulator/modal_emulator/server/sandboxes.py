@@ -21,7 +21,6 @@ from modal_proto import api_pb2
 from . import hooks
 from .apps import env_from_sources, fresh_token, secret_env
 from .core import EmulatorState
-from .fs_tools import ensure_fs_tools_layer
 from .image_builder import DEFAULT_PATH
 from .images import image_registry
 from .live import STATUS, LiveSandbox
@@ -113,8 +112,7 @@ class SandboxRegistry:
         image = images.get_built(definition.image_id)
         layers = list(image["layers"])
         for mount_id in definition.mount_ids:
-            layers.append(await images.ensure_mount_layer(mount_id))
-        layers.append(await ensure_fs_tools_layer(self.state))
+            layers.append(await images.ensure_mount_layer(mount_id, image))
         env = {
             "PATH": DEFAULT_PATH,
             **(image.get("env") or {}),
@@ -128,6 +126,7 @@ class SandboxRegistry:
         resources = definition.resources
         spec = ContainerSpec(
             sandbox_id=sandbox_id,
+            base=images.base_root(image),
             layers=layers,
             entrypoint=list(definition.entrypoint_args) or image.get("cmd") or DEFAULT_ENTRYPOINT,
             env=env,

@@ -38,6 +38,7 @@ class ServeOptions:
     faults: list[FaultRule] = field(default_factory=list)
     fault_seed: int | None = None   # None: a different choice of failing calls on every run
     list_omits_details: bool = False
+    base_cache: pathlib.Path | None = None   # None: $MODAL_EMULATOR_BASE_CACHE or the default
 
 
 async def serve(options: ServeOptions) -> None:
@@ -45,7 +46,8 @@ async def serve(options: ServeOptions) -> None:
     from modal_emulator.runtime.store import Store
 
     options.state_dir.mkdir(parents=True, exist_ok=True)
-    state = EmulatorState(options.state_dir, list_omits_details=options.list_omits_details)
+    state = EmulatorState(options.state_dir, list_omits_details=options.list_omits_details,
+                          base_cache=options.base_cache)
     await asyncio.to_thread(cleanup_stale, state.state_dir)
     store = Store(state.state_dir)
     await asyncio.to_thread(store.open)
