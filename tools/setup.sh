@@ -11,12 +11,13 @@ STAGE=${STAGE:-$ROOT/build/collections}
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 # --- system packages ---------------------------------------------------------------------------------
-# ssh/sshd: the sandboxes' sshd is the host's own binary (the emulator's images sit on the host root);
-# e2fsprogs/util-linux/iproute2: the emulator's layer store, mounts and namespaces; tini: PID 1 in each
-# sandbox (reaps orphans, forwards signals); rsync: staging; shellcheck: ansible-test's shell sanity check.
+# ssh: the controller's client; e2fsprogs/util-linux/iproute2: the emulator's layer store, mounts and
+# namespaces; mmdebstrap: the emulator's Debian base images, built from the host's Debian mirror;
+# tini-static and busybox-static: PID 1 and the setup tools inside every sandbox, whatever its image holds;
+# rsync: staging; shellcheck: ansible-test's shell sanity check.
 need_pkgs=()
-for pair in ssh:openssh-client sshd:openssh-server mkfs.ext4:e2fsprogs losetup:mount nsenter:util-linux \
-            ip:iproute2 rsync:rsync tini:tini shellcheck:shellcheck; do
+for pair in ssh:openssh-client mkfs.ext4:e2fsprogs losetup:mount nsenter:util-linux ip:iproute2 \
+            rsync:rsync tini-static:tini busybox:busybox-static mmdebstrap:mmdebstrap shellcheck:shellcheck; do
     cmd=${pair%%:*} pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/usr/bin/$cmd" ]; then
         need_pkgs+=("$pkg")
@@ -65,3 +66,12 @@ rsync -a --delete \
     git -c user.name=stage -c user.email=stage@localhost commit -q -m stage --allow-empty >/dev/null
 )
 say "collection staged at $dest"
+
+# --- the emulator's base images ------------------------------------------------------------------------
+# Built once per machine into the base cache (outside any state dir), so that no test pays for it mid-run:
+# debian:bookworm-slim is the collection's default image, python:3.11-slim is what debian_slim() and the
+# python references stand on.
+if [ "$(id -u)" = 0 ]; then
+    say "base images for the emulator (built once per machine; the first build takes about a minute each)"
+    "$VENV/bin/modal-emulator" image pull debian:bookworm-slim python:3.11-slim
+fi

@@ -78,7 +78,9 @@ def test_tunnel_echo_server(app, sandbox_api, sandboxes) -> None:
 def test_real_ssh_login(app, sandbox_api, sandboxes, tmp_path) -> None:
     client_key, client_pub = keypair(tmp_path, "client")
     host_key, host_pub = keypair(tmp_path, "host")
-    sb = modal.Sandbox.create(app=app, unencrypted_ports=[22])
+    # Modal's images have no sshd: install it, as a user would, through the package registry.
+    image = modal.Image.debian_slim().apt_install("openssh-server")
+    sb = modal.Sandbox.create(app=app, image=image, unencrypted_ports=[22])
     sandboxes.append(sb)
     write_file(sb, "/root/.ssh/authorized_keys", client_pub + "\n", "600")
     write_file(sb, "/etc/ssh/emulator_host_key", host_key.read_text(), "600")

@@ -239,7 +239,7 @@ class Container:
         """Run a host program (`argv`) for this sandbox, outside its namespaces, with pipes like `exec`.
 
         For tools the emulator provides rather than the image (the SDK's file tool): they look at the
-        sandbox through ``/proc/<init>/root`` (see :attr:`root_path`), so they work whatever the image has.
+        sandbox through ``/proc/<init>/root``, so they work whatever the image has.
         """
         if self.finished:
             raise RuntimeError(f"sandbox {self.spec.sandbox_id} has finished")
@@ -247,11 +247,6 @@ class Container:
         process = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True,
                                                        stdin=pipe, stdout=pipe, stderr=pipe)
         return self._track(Process(process, on_exit=self._execs.discard))
-
-    @property
-    def root_path(self) -> str:
-        """The sandbox's root as the host sees it, mounts (volumes) included."""
-        return f"/proc/{self.init_pid}/root"
 
     async def _exec_with_pty(self, command: list[str], env: dict[str, str]) -> Process:
         master = os.open(f"/proc/{self.init_pid}/root/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)

@@ -344,7 +344,7 @@ class LiveSandbox:
             return self.execs[exec_id]  # an idempotent retry of the same start
         assert self.container is not None
         if is_fs_tool(argv) and not pty:
-            process = await self.container.exec_on_host(host_argv(self.container.root_path, argv),
+            process = await self.container.exec_on_host(host_argv(self.container.init_pid, argv),
                                                         env={"LC_ALL": "C.UTF-8"})
         else:
             process = await self.container.exec(argv, env=env, workdir=workdir, pty=pty)

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+from modal_emulator.runtime.bases import BaseCache
 from modal_emulator.runtime.container import Container, ContainerSpec
 from modal_emulator.runtime.store import Store
+
+#: The base every runtime test's containers sit on: the machine cache's bookworm slim root, as on Modal.
+DEFAULT_REFERENCE = "debian:bookworm-slim"
+
+
+@functools.cache
+def default_base() -> Path:
+    """The root filesystem of ``debian:bookworm-slim`` (built into the machine's base cache on first use)."""
+    return BaseCache().resolve(DEFAULT_REFERENCE).rootfs
 
 
 def unique(prefix: str) -> str:
@@ -16,7 +28,8 @@ def unique(prefix: str) -> str:
 
 
 def spec(layers: list[str] | None = None, entrypoint: list[str] | None = None, **kwargs) -> ContainerSpec:
-    return ContainerSpec(sandbox_id=kwargs.pop("sandbox_id", unique("sb")), layers=layers or [],
+    return ContainerSpec(sandbox_id=kwargs.pop("sandbox_id", unique("sb")), base=kwargs.pop("base", default_base()),
+                         layers=layers or [],
                          entrypoint=entrypoint or ["sleep", "infinity"], env=kwargs.pop("env", {}), **kwargs)
 
 

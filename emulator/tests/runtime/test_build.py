@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from runtime_helpers import running, sh, spec, unique
+from runtime_helpers import default_base, running, sh, spec, unique
 
 from modal_emulator.runtime.build import run_build_step, write_files_layer
 from modal_emulator.runtime.store import Store
@@ -15,7 +15,7 @@ from modal_emulator.runtime.store import Store
 def build(store: Store, lower: list[str], layer_id: str, command: str, env: dict[str, str] | None = None,
           workdir: str | None = None) -> tuple[int, list[str]]:
     chunks: list[str] = []
-    code = asyncio.run(run_build_step(store, lower, layer_id, command, env or {}, workdir, chunks.append))
+    code = asyncio.run(run_build_step(store, default_base(), lower, layer_id, command, env or {}, workdir, chunks.append))
     return code, chunks
 
 
@@ -67,11 +67,14 @@ def test_write_files_layer_places_files_with_modes(store: Store, tmp_path: Path)
     layer = unique("files")
     write_files_layer(store, layer, [("/etc/emu/config.txt", b"value\n", None),
                                      ("/opt/emu/secret", b"s3cret\n", 0o600),
-                                     ("/usr/local/bin/emu-script", source, None)])
+                                     ("/usr/local/bin/emu-script", source, None),
+                                     ("/tmp/emu-file", b"in tmp\n", None)], below=[default_base()])
     root = store.layer_path(layer)
     assert (root / "etc/emu/config.txt").stat().st_mode & 0o777 == 0o644
     assert (root / "opt/emu/secret").stat().st_mode & 0o777 == 0o600
-    assert (root / "etc").stat().st_mode & 0o777 == Path("/etc").stat().st_mode & 0o777
+    # Directories the layer creates on the way keep the metadata of the image's own (/tmp stays 1777).
+    assert (root / "etc").stat().st_mode & 0o7777 == (default_base() / "etc").stat().st_mode & 0o7777
+    assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
 
     async def check() -> None:
         async with running(store, spec([layer])) as container:

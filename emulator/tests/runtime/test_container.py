@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from runtime_helpers import running, sh, spec, unique
 
-from modal_emulator.runtime._host import find_tool
 from modal_emulator.runtime.container import Container
+from modal_emulator.runtime.private_layers import TINI_PATH
 from modal_emulator.runtime.store import Store
 
 
@@ -72,26 +72,24 @@ def test_sandboxes_are_isolated_from_each_other_and_the_host(store: Store) -> No
     asyncio.run(body())
 
 
-def test_masked_paths_look_empty_and_namespaces_are_private(store: Store) -> None:
+def test_the_root_is_the_image_not_the_host_and_namespaces_are_private(store: Store) -> None:
     # The host's /tmp holds at least this test run's own directories, the state dir the store.
     assert any(Path("/tmp").iterdir())
     state_dir = store.state_dir
 
     async def body() -> None:
-        async with running(store, spec(hostname="emu-host", extra_masked_paths=["/srv"])) as container:
-            for path in ("/tmp", "/var/tmp", "/root", "/home", "/work", "/run", "/srv"):
+        async with running(store, spec(hostname="emu-host")) as container:
+            for path in ("/tmp", "/var/tmp", "/home", "/run", "/srv"):
                 code, out, _ = await sh(container, f"ls -A {path}")
                 assert (code, out) == (0, ""), f"{path} is not empty inside: {out!r}"
-            # The state dir is hidden: absent (under a masked parent) or empty.
-            code, out, _ = await sh(container, f'[ ! -e {state_dir} ] || ls -A {state_dir}')
-            assert (code, out) == (0, ""), out
-            assert (await sh(container, f"test -e {store.image}"))[0] == 1
+            for host_only in (str(state_dir), str(store.image), "/usr/bin/python3", "/usr/sbin/sshd"):
+                assert (await sh(container, f"test -e {host_only}"))[0] == 1, f"{host_only} is the host's"
+            assert "bookworm" in (await sh(container, "cat /etc/os-release"))[1]
             assert await sh(container, "hostname") == (0, "emu-host\n", "")
             code, out, _ = await sh(container, "ls /sys/class/net")
             assert (code, out) == (0, "lo\n")
             code, out, _ = await sh(container, "cat /proc/1/cmdline | tr '\\0' ' '")
-            tini = find_tool("tini")
-            assert out == (f"{tini} -- sleep infinity " if tini else "sleep infinity ")
+            assert out == f"{TINI_PATH} -- sleep infinity "
             code, out, _ = await sh(container, "ls /proc | grep -c '^[0-9]'")
             assert int(out) <= 5, "only the sandbox's own processes are visible"  # tini, sleep, sh, ls, grep
             code, out, _ = await sh(container, "ls /dev/null /dev/zero /dev/random /dev/urandom /dev/tty /dev/ptmx")
@@ -158,8 +156,6 @@ def _state_in(container: Container, pid: int) -> str | None:
 
 def test_orphans_are_reaped(store: Store) -> None:
     """A process orphaned in the sandbox (its parent exec returned) is reaped by PID 1 once it exits."""
-    if find_tool("tini") is None:
-        pytest.skip("orphans are reaped by tini, which this host lacks")
 
     async def body() -> None:
         async with running(store, spec()) as container:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime_helpers import running, sh, spec
+from runtime_helpers import default_base, running, sh, spec
 
 from modal_emulator.runtime._host import process_start_time
 from modal_emulator.runtime.container import Container, cleanup_stale
@@ -98,7 +98,8 @@ from modal_emulator.runtime.container import Container, ContainerSpec
 async def main():
     store = Store(pathlib.Path(sys.argv[1]))
     store.open()
-    container = await Container.start(store, ContainerSpec(sys.argv[2], [], ["sleep", "infinity"], {}))
+    container = await Container.start(store, ContainerSpec(sys.argv[2], pathlib.Path(sys.argv[3]), [],
+                                                           ["sleep", "infinity"], {}))
     print(container.init_pid, flush=True)
     await asyncio.sleep(1000)
 asyncio.run(main())
@@ -107,7 +108,8 @@ asyncio.run(main())
 
 def test_cleanup_stale_after_a_crashed_server(store: Store) -> None:
     sandbox_id = "sb-crashed"
-    server = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER, str(store.state_dir), sandbox_id],
+    server = subprocess.Popen([sys.executable, "-c", _CRASHING_SERVER, str(store.state_dir), sandbox_id,
+                               str(default_base())],
                               stdout=subprocess.PIPE, text=True)
     try:
         init_pid = int(server.stdout.readline())
