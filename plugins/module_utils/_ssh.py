@@ -219,17 +219,26 @@ ETC_ENVIRONMENT_END = "# END mngr.modal env"
 
 SSHD_PATH = "/usr/sbin/sshd"
 
-# Install openssh-server when the image lacks it (images without apt-get or apk must bring their own sshd).
-INSTALL_OPENSSH_COMMAND = (
-    "if [ ! -x /usr/sbin/sshd ]; then "
-    "if command -v apt-get >/dev/null 2>&1; then "
+# What a host needs so that Ansible can manage it over SSH, installed in one image layer when the image lacks it:
+# sshd to log in, python3 to run modules, and CA certificates so that modules reach HTTPS sources. Package names are
+# the same for apt-get, apk and dnf. The layer's definition never changes, so the image cache builds it once per
+# image, and nothing is left running (a build step's processes end with it).
+HOST_PACKAGES = ("openssh-server", "python3", "ca-certificates")
+INSTALL_HOST_PACKAGES_COMMAND = (
+    'missing=""; '
+    '[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"; '
+    'command -v python3 >/dev/null 2>&1 || missing="$missing python3"; '
+    '[ -s /etc/ssl/certs/ca-certificates.crt ] || [ -s /etc/pki/tls/certs/ca-bundle.crt ] '
+    '|| missing="$missing ca-certificates"; '
+    'if [ -z "$missing" ]; then :; '
+    "elif command -v apt-get >/dev/null 2>&1; then "
     "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-    "apt-get install -y -qq --no-install-recommends openssh-server && rm -rf /var/lib/apt/lists/*; "
-    "elif command -v apk >/dev/null 2>&1; then apk add --no-cache openssh-server; "
-    "elif command -v dnf >/dev/null 2>&1; then dnf install -y openssh-server; "
-    "else echo 'mngr.modal: no /usr/sbin/sshd and no apt-get, apk or dnf to install openssh-server' >&2; exit 1; fi; "
-    "fi"
+    "apt-get install -y -qq --no-install-recommends $missing && rm -rf /var/lib/apt/lists/*; "
+    "elif command -v apk >/dev/null 2>&1; then apk add --no-cache $missing; "
+    "elif command -v dnf >/dev/null 2>&1; then dnf install -y $missing && dnf clean all; "
+    'else echo "mngr.modal: the image lacks$missing and has no apt-get, apk or dnf to install them" >&2; exit 1; fi'
 )
+# The command also runs at the start of the bootstrap exec (a no-op on an image built with it): it must not exit 0.
 
 BOOTSTRAP_SCRIPT = """set -eu
 {install}
@@ -274,7 +283,7 @@ def bootstrap_script() -> str:
     """The shell script of the setup exec: authorized keys, our host key pair, an sshd config check."""
     return BOOTSTRAP_SCRIPT.format(
         sshd=SSHD_PATH,
-        install=INSTALL_OPENSSH_COMMAND,
+        install=INSTALL_HOST_PACKAGES_COMMAND,
         auth="{" + ENV_AUTHORIZED_KEYS + "}",
         host="{" + ENV_HOST_KEY + "}",
         host_pub="{" + ENV_HOST_KEY_PUB + "}",

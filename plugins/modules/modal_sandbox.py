@@ -87,7 +87,10 @@ options:
   image:
     description:
       - Registry image to start from. Default V(debian:bookworm-slim). Mutually exclusive with O(dockerfile).
-      - If the image lacks C(/usr/sbin/sshd), an image layer installs C(openssh-server) with C(apt-get), C(apk) or C(dnf).
+      - An image layer installs what an SSH host for Ansible needs whenever the image lacks it, with C(apt-get), C(apk)
+        or C(dnf) through the sandbox's network, C(openssh-server), C(python3) and C(ca-certificates). It is built once
+        per image and cached. An image that lacks one of them and has none of those package managers fails to build,
+        with a message that names the image and what is missing.
     type: str
   dockerfile:
     description:
@@ -458,7 +461,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     CLIENT_KEY,
     HOST_KEY,
-    INSTALL_OPENSSH_COMMAND,
+    INSTALL_HOST_PACKAGES_COMMAND,
     SSH_PORT,
     KeyFolder,
     SshNotReady,
@@ -1142,7 +1145,7 @@ class ModalSandboxModule(ModalModule):
         else:
             image = modal.Image.from_registry(spec["image"])
             description = f"the image {spec['image']}"
-        image = image.run_commands(INSTALL_OPENSSH_COMMAND)
+        image = image.run_commands(INSTALL_HOST_PACKAGES_COMMAND)
         log: collections.deque[str] = collections.deque(maxlen=200)
         try:
             with captured_build_log(log):
