@@ -6,11 +6,13 @@ already inside the new mount (and PID, ...) namespaces, does:
 1. mount the overlay (upper over image layers over the mask over the host root "/"),
 2. mount its own /proc, /sys (read-only), /dev (tmpfs with the usual nodes and a private devpts
    instance, so PTYs work), /dev/shm and, for sandboxes, /run,
-3. join cgroups, set the hostname, bring loopback up,
+3. join cgroups, set the hostname, bring loopback up, bind single host files read-only (e.g. a
+   sandbox's /etc/resolv.conf),
 4. ``pivot_root`` into the overlay, bind the volumes (their targets resolved inside the new root, so an
    image symlink cannot point a mount outside it), detach the old root,
-5. report ``READY <host pid>`` on a status pipe and ``exec`` the payload, which becomes the namespace's
-   init (PID 1).
+5. report ``READY <host pid>`` on a status pipe, optionally wait for a go-ahead byte on a hold pipe (so
+   the launcher can configure the namespace, e.g. its network, before anything of the payload runs),
+   and ``exec`` the payload, which becomes the namespace's init (PID 1).
 
 Everything happens inside the namespace, so all these mounts vanish with it: the host mount table
 never sees a sandbox's mounts. Setup diagnostics go to the status pipe (not to the payload's stderr),
@@ -54,6 +56,8 @@ class RootfsPlan:
     mount_sysfs: bool = True
     cgroup_procs_files: list[Path] = field(default_factory=list)
     volumes: list[tuple[Path, str, bool]] = field(default_factory=list)
+    bind_files: list[tuple[Path, str]] = field(default_factory=list)  # (host file, absolute path), read-only
+    hold_fd: int = -1                  # >= 0: after READY, wait for one byte on this fd before the payload
 
 
 def check_layer_name(name: str) -> None:
@@ -66,6 +70,38 @@ def _lowerdir(plan: RootfsPlan) -> str:
     for name in plan.lower_layers:
         check_layer_name(name)
     return ":".join([*reversed(plan.lower_layers), "/"])
+
+
+def _bind_file_lines(plan: RootfsPlan) -> list[str]:
+    """Bind each host file read-only over its target in the new root (cwd: the merged root).
+
+    Done before ``pivot_root``, while host paths are still plain paths. A symlink at the target is
+    replaced by an empty file first: followed here, it would resolve against the host's root.
+    """
+    q = shlex.quote
+    mount, mkdir, rm, touch = f"{tool('mount')} -n", tool("mkdir"), tool("rm"), tool("touch")
+    lines = []
+    for host_file, target in plan.bind_files:
+        if not target.startswith("/"):
+            raise ValueError(f"bind target must be an absolute path, got {target!r}")
+        relative = q(target.lstrip("/"))
+        parent = q(str(Path(target.lstrip("/")).parent))
+        lines += [
+            f"{mkdir} -p -- {parent}",
+            f"if [ -L {relative} ]; then {rm} -f -- {relative}; fi",
+            f"[ -e {relative} ] || {touch} -- {relative}",
+            f"{mount} --bind -- {q(str(Path(host_file).absolute()))} {relative}",
+            f"{mount} -o remount,bind,ro -- {relative}",
+        ]
+    return lines
+
+
+def _hold_lines(plan: RootfsPlan) -> list[str]:
+    """Wait, after READY, for the launcher's go-ahead byte; no byte (the pipe closed) means never run."""
+    if plan.hold_fd < 0:
+        return []
+    fd = plan.hold_fd
+    return [f"read -r -N 1 emu_go <&{fd} || exit 1", f"exec {fd}<&-"]
 
 
 def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
@@ -114,6 +150,7 @@ def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
         lines.append(f"printf %s {q(plan.hostname)} > /proc/sys/kernel/hostname")
     if plan.loopback_up:
         lines.append(f"{tool('ip')} link set lo up")
+    lines += _bind_file_lines(plan)
     lines += [
         # The host /proc is still mounted here, so /proc/self names this shell by its host pid.
         "read -r emu_stat < /proc/self/stat",
@@ -133,6 +170,7 @@ def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
         lines.append(f"cd -- {q(plan.workdir)}")
     lines += [
         f"printf 'READY %s\\n' \"${{emu_stat%% *}}\" >&{fd}",
+        *_hold_lines(plan),
         f"exec 2>&$emu_stderr {{emu_stderr}}>&- {fd}>&-",
     ]
     # bash's own exec would export SHLVL: `env -u` drops what bash added and the payload did not ask for.
