@@ -13,10 +13,11 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # --- system packages ---------------------------------------------------------------------------------
 # ssh/sshd: the sandboxes' sshd is the host's own binary (the emulator's images sit on the host root);
 # e2fsprogs/util-linux/iproute2: the emulator's layer store, mounts and namespaces; tini: PID 1 in each
-# sandbox (reaps orphans, forwards signals); rsync: staging; shellcheck: ansible-test's shell sanity check.
+# sandbox (reaps orphans, forwards signals); slirp4netns/nftables: the sandboxes' outbound network and
+# its CIDR allowlists; rsync: staging; shellcheck: ansible-test's shell sanity check.
 need_pkgs=()
 for pair in ssh:openssh-client sshd:openssh-server mkfs.ext4:e2fsprogs losetup:mount nsenter:util-linux \
-            ip:iproute2 rsync:rsync tini:tini shellcheck:shellcheck; do
+            ip:iproute2 rsync:rsync tini:tini slirp4netns:slirp4netns nft:nftables shellcheck:shellcheck; do
     cmd=${pair%%:*} pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/usr/bin/$cmd" ]; then
         need_pkgs+=("$pkg")

@@ -119,6 +119,20 @@ def test_open_by_default(emulator, app, sandbox_api, sandboxes, host_service) ->
     assert run(sb, "ls /sys/class/net")[1].split() == ["lo", "tap0"]
 
 
+def test_entrypoint_starts_with_its_network_ready(app, sandbox_api, sandboxes, host_service) -> None:
+    # The very first thing an entrypoint does already sees the configured network, even an entrypoint
+    # that is over in a millisecond.
+    quick = modal.Sandbox.create("ls", "/sys/class/net", app=app, timeout=60)
+    sandboxes.append(quick)
+    quick.wait()
+    assert (quick.returncode, quick.stdout.read()) == (0, "lo\ntap0\n")
+    sb = modal.Sandbox.create("bash", "-c", f"exec 3<>/dev/tcp/{HOST_FROM_SANDBOX}/{host_service} && cat <&3",
+                              app=app, timeout=60)
+    sandboxes.append(sb)
+    sb.wait()
+    assert (sb.returncode, sb.stdout.read()) == (0, f"{GREETING}\n")
+
+
 def test_block_network_is_loopback_only(emulator, app, sandbox_api, sandboxes, host_service) -> None:
     sb = create(sandboxes, app=app, block_network=True)
     status, output, seconds = greet(sb, host_service)
