@@ -86,12 +86,12 @@ def _bind_file_lines(plan: RootfsPlan) -> list[str]:
             raise ValueError(f"bind target must be an absolute path, got {target!r}")
         relative = q(target.lstrip("/"))
         parent = q(str(Path(target.lstrip("/")).parent))
+        # Tests are shell builtins: only the mount costs a process when the target is already a file.
         lines += [
-            f"{mkdir} -p -- {parent}",
+            f"[ -d {parent} ] || {mkdir} -p -- {parent}",
             f"if [ -L {relative} ]; then {rm} -f -- {relative}; fi",
             f"[ -e {relative} ] || {touch} -- {relative}",
-            f"{mount} --bind -- {q(str(Path(host_file).absolute()))} {relative}",
-            f"{mount} -o remount,bind,ro -- {relative}",
+            f"{mount} -o bind,ro -- {q(str(Path(host_file).absolute()))} {relative}",
         ]
     return lines
 
