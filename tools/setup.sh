@@ -14,10 +14,12 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # ssh: the controller's client; e2fsprogs/util-linux/iproute2: the emulator's layer store, mounts and
 # namespaces; mmdebstrap: the emulator's Debian base images, built from the host's Debian mirror;
 # tini-static and busybox-static: PID 1 and the setup tools inside every sandbox, whatever its image holds;
-# rsync: staging; shellcheck: ansible-test's shell sanity check.
+# slirp4netns/nftables: the sandboxes' outbound network and its CIDR allowlists; rsync: staging;
+# shellcheck: ansible-test's shell sanity check.
 need_pkgs=()
 for pair in ssh:openssh-client mkfs.ext4:e2fsprogs losetup:mount nsenter:util-linux ip:iproute2 \
-            rsync:rsync tini-static:tini busybox:busybox-static mmdebstrap:mmdebstrap shellcheck:shellcheck; do
+            rsync:rsync tini-static:tini busybox:busybox-static mmdebstrap:mmdebstrap \
+            slirp4netns:slirp4netns nft:nftables shellcheck:shellcheck; do
     cmd=${pair%%:*} pkg=${pair#*:}
     if ! command -v "$cmd" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$cmd" ] && ! [ -x "/usr/bin/$cmd" ]; then
         need_pkgs+=("$pkg")

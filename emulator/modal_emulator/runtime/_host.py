@@ -24,11 +24,11 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name, path=_SYSTEM_PATH)
 
 
-def tool(name: str) -> str:
-    """Absolute path of a host tool; RuntimeError naming the missing tool otherwise."""
+def tool(name: str, package: str = "util-linux/coreutils/iproute2") -> str:
+    """Absolute path of a host tool; RuntimeError naming the missing tool (and its package) otherwise."""
     found = find_tool(name)
     if not found:
-        raise RuntimeError(f"the emulator's runtime needs `{name}` on this host (util-linux/coreutils/iproute2)")
+        raise RuntimeError(f"the emulator's runtime needs `{name}` on this host (Debian package {package})")
     return found
 
 

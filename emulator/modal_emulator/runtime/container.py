@@ -4,20 +4,25 @@ A sandbox is:
 
 - an overlay root: ``<store>/sandboxes/<id>/upper`` over the runtime's private layers (tools, registry
   settings; see :mod:`private_layers`), the image layers and the image's base root filesystem;
-- mount, PID, UTS, IPC and network namespaces (loopback only, brought up), with its own /proc, /sys,
-  /dev (+ a private devpts for PTYs), /dev/shm and /run (see :mod:`rootfs`);
+- mount, PID, UTS, IPC and network namespaces, with its own /proc, /sys, /dev (+ a private devpts for
+  PTYs), /dev/shm and /run (see :mod:`rootfs`);
+- outbound network as its policy says (open, blocked or a CIDR allowlist, see :mod:`network`),
+  configured while the entrypoint is held back, so the entrypoint never sees another network; its
+  /etc/resolv.conf is a read-only bind of ``<store>/sandboxes/<id>/resolv.conf`` naming slirp's DNS;
 - its entrypoint under ``tini`` (a tiny static C init from the host's Debian package ``tini``, placed in the
   private tools layer) as the namespace's PID 1, with stdin/stdout/stderr pipes to the server. A PID 1 must
   reap the orphans re-parented to it (an sshd session's children, ``cmd &`` in an exec that has returned);
   an entrypoint such as ``sleep infinity`` never does, so they would stay zombies. tini reaps them,
   forwards signals to the entrypoint and exits with its status (128 + N if it died of signal N);
-- three processes on the host per idle sandbox: the small ``unshare`` parent, tini and the entrypoint;
+- three processes on the host per idle sandbox: the small ``unshare`` parent, tini and the entrypoint,
+  plus ``slirp4netns`` unless its network is blocked;
 - execs entered with ``nsenter`` into the same namespaces and root, after joining the sandbox's cgroups;
 - one loopback TCP listener per port, relayed into the namespace (see :mod:`tunnels`);
 - a pid file so another process can kill it (see :mod:`pidfiles`).
 
 When the init dies, the kernel kills everything else in its PID namespace and the namespace's mounts
-go with it; ``terminate`` then only has host-side state to clean: tunnels, pid file, cgroups, upper dir.
+go with it; ``terminate`` then only has host-side state to clean: slirp4netns, tunnels, pid file,
+cgroups, upper dir.
 
 This is a test double, not a security boundary: processes run as root on the host kernel.
 """
@@ -39,6 +44,7 @@ from modal_emulator.runtime import cgroups, pidfiles
 from modal_emulator.runtime._host import is_same_process, process_start_time, require_root, sigkill, tool
 from modal_emulator.runtime.build import step_env
 from modal_emulator.runtime.launch import launch
+from modal_emulator.runtime.network import RESOLV_CONF, NetworkPolicy, SandboxNetwork
 from modal_emulator.runtime.private_layers import TINI_PATH, ensure_private_layers
 from modal_emulator.runtime.pidfiles import cleanup_stale, kill_sandbox
 from modal_emulator.runtime.process import Process, pty_streams
@@ -74,8 +80,7 @@ class ContainerSpec:
     memory_mb: int | None = None
     ports: list[int] = field(default_factory=list)      # container ports to forward from host loopback
     volumes: list[tuple[pathlib.Path, str, bool]] = field(default_factory=list)  # (host dir, path, read_only)
-    block_network: bool = False          # sandboxes have loopback only anyway: honoured trivially
-    bind_files: list[tuple[pathlib.Path, str]] = field(default_factory=list)  # (host file, path), read-only
+    network: NetworkPolicy = field(default_factory=NetworkPolicy)   # default: open outbound network
 
 
 # Overlay bookkeeping that refers to the stack the upper dir was mounted in; meaningless in a new stack.
@@ -108,6 +113,7 @@ class Container:
         self._dir = store.sandbox_dir(spec.sandbox_id)
         self._cgroups = cgroups.SandboxCgroups()
         self._netns_fd = -1
+        self._network = SandboxNetwork(spec.network, self._dir / "slirp4netns.log")
         self._tunnels: list[Tunnel] = []
         self._execs: set[Process] = set()
         self._terminated = False
@@ -147,20 +153,28 @@ class Container:
         self._cgroups = await asyncio.to_thread(
             cgroups.create, self.store.state_dir, spec.sandbox_id, spec.cpu, spec.memory_mb)
         self.limits = dict(self._cgroups.limits)
+        resolv_conf = self._dir / "resolv.conf"
+        resolv_conf.write_text(RESOLV_CONF)
         plan = RootfsPlan(
             layers_dir=self.store.root / "layers", base=spec.base, lower_layers=[*spec.layers, *private],
             upper=upper, work=work, merged=merged, status_fd=-1, payload_env_names=set(self._env),
             workdir=spec.workdir, create_workdir=True,
             hostname=(spec.hostname or spec.sandbox_id)[:_HOSTNAME_MAX], loopback_up=True, run_tmpfs=True,
             cgroup_procs_files=self._cgroups.procs_files, volumes=list(spec.volumes),
-            bind_files=list(spec.bind_files),
+            bind_files=[(resolv_conf, "/etc/resolv.conf")],
         )
         launched = await launch(plan, ENTRYPOINT_PAYLOAD, list(spec.entrypoint), _NAMESPACES, self._env,
-                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                hold=True, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                 stderr=asyncio.subprocess.PIPE)
         self.entrypoint = Process(launched.process)
         self.init_pid = launched.init_pid
         self._init_start = process_start_time(self.init_pid)
+        try:
+            # The entrypoint waits (held by the setup script) until its network is what the policy says.
+            await self._network.start(self.init_pid)
+            launched.release()
+        finally:
+            launched.close_hold()
         try:
             self._netns_fd = os.open(f"/proc/{self.init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, ProcessLookupError):
@@ -168,7 +182,7 @@ class Container:
             # could be reached, which is a valid life, not a failure to start. Nothing to tunnel into.
             self._netns_fd = -1
         pidfiles.write(self.store.state_dir, spec.sandbox_id, self.init_pid, launched.process.pid,
-                       self._cgroups.dirs)
+                       self._cgroups.dirs, self._network.helper_pids)
         if self._netns_fd < 0:
             return
         for port in spec.ports:
@@ -200,6 +214,8 @@ class Container:
             "layers": list(self.spec.layers),
             "tunnels": dict(self.tunnels),
             "limits": dict(self.limits),
+            "network": self.spec.network.record(),
+            "network_helpers": self._network.helper_pids,
             "cgroups": [str(d) for d in self._cgroups.dirs],
             "execs": sorted(p.pid for p in self._execs),
             "returncode": self.returncode,
@@ -303,6 +319,7 @@ class Container:
         for tunnel in self._tunnels:
             await tunnel.close()
         self._kill_all()
+        await self._network.close()
         waits = [p.wait() for p in ([self.entrypoint] if self.entrypoint else []) + list(self._execs)]
         if waits:
             with contextlib.suppress(asyncio.TimeoutError):

@@ -1,7 +1,8 @@
 """Pid files of running sandboxes, for other processes: ``modal-emulator kill`` and crash recovery.
 
 ``<state_dir>/run/<sandbox_id>.pid`` is JSON: the host pids of the sandbox's init and of its launcher,
-each with the kernel start time that makes a recycled pid number harmless, plus its cgroup dirs.
+each with the kernel start time that makes a recycled pid number harmless, plus its cgroup dirs and
+its helpers on the host (slirp4netns, same pid + start time pairs).
 Killing the init of a PID namespace with SIGKILL kills every process in it, so one signal is a crash
 of the whole sandbox.
 """
@@ -25,7 +26,9 @@ def pid_file(state_dir: Path, sandbox_id: str) -> Path:
     return Path(state_dir) / "run" / f"{sandbox_id}.pid"
 
 
-def write(state_dir: Path, sandbox_id: str, init_pid: int, launcher_pid: int, cgroup_dirs: list[Path]) -> None:
+def write(state_dir: Path, sandbox_id: str, init_pid: int, launcher_pid: int, cgroup_dirs: list[Path],
+          helper_pids: list[int] | None = None) -> None:
+    """`helper_pids`: host processes that serve the sandbox from outside it (its slirp4netns)."""
     path = pid_file(state_dir, sandbox_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -35,6 +38,7 @@ def write(state_dir: Path, sandbox_id: str, init_pid: int, launcher_pid: int, cg
         "launcher_pid": launcher_pid,
         "launcher_start": process_start_time(launcher_pid),
         "cgroups": [str(d) for d in cgroup_dirs],
+        "helpers": [[pid, process_start_time(pid)] for pid in helper_pids or []],
     }
     partial = path.with_suffix(".pid.partial")
     partial.write_text(json.dumps(record))
@@ -67,6 +71,9 @@ def kill_sandbox(state_dir: Path, sandbox_id: str) -> bool:
     if is_same_process(record.get("init_pid", 0), record.get("init_start")):
         sigkill(record["init_pid"])
         killed = True
+    for pid, start in record.get("helpers", []):
+        if is_same_process(pid, start):
+            sigkill(pid)
     return killed
 
 
@@ -96,8 +103,8 @@ def cleanup_stale(state_dir: Path) -> None:
 
 def _wait_gone(record: dict, timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
-    for role in ("init", "launcher"):
-        pid, start = record.get(f"{role}_pid", 0), record.get(f"{role}_start")
+    processes = [(record.get(f"{role}_pid", 0), record.get(f"{role}_start")) for role in ("init", "launcher")]
+    for pid, start in processes + [tuple(helper) for helper in record.get("helpers", [])]:
         while is_same_process(pid, start) and time.monotonic() < deadline:
             time.sleep(0.05)
 

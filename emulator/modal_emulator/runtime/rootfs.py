@@ -6,11 +6,13 @@ already inside the new mount (and PID, ...) namespaces, does:
 1. mount the overlay (upper over the private layers, the image layers and the image's base root),
 2. mount its own /proc, /sys (read-only), /dev (tmpfs with the usual nodes and a private devpts
    instance, so PTYs work), /dev/shm and, for sandboxes, /run,
-3. join cgroups, set the hostname, bring loopback up,
-4. ``pivot_root`` into the overlay, bind the volumes and injected files (their targets resolved inside the
-   new root, so an image symlink cannot point a mount outside it), detach the old root,
-5. report ``READY <host pid>`` on a status pipe and ``exec`` the payload, which becomes the namespace's
-   init (PID 1).
+3. join cgroups, set the hostname, bring loopback up, bind single host files read-only (e.g. a
+   sandbox's /etc/resolv.conf),
+4. ``pivot_root`` into the overlay, bind the volumes (their targets resolved inside the new root, so an
+   image symlink cannot point a mount outside it), detach the old root,
+5. report ``READY <host pid>`` on a status pipe, optionally wait for a go-ahead byte on a hold pipe (so
+   the launcher can configure the namespace, e.g. its network, before anything of the payload runs),
+   and ``exec`` the payload, which becomes the namespace's init (PID 1).
 
 Everything happens inside the namespace, so all these mounts vanish with it: the host mount table
 never sees a sandbox's mounts. Setup diagnostics go to the status pipe (not to the payload's stderr),
@@ -60,7 +62,8 @@ class RootfsPlan:
     mount_sysfs: bool = True
     cgroup_procs_files: list[Path] = field(default_factory=list)
     volumes: list[tuple[Path, str, bool]] = field(default_factory=list)
-    bind_files: list[tuple[Path, str]] = field(default_factory=list)   # (host file, path inside), read-only
+    bind_files: list[tuple[Path, str]] = field(default_factory=list)  # (host file, absolute path), read-only
+    hold_fd: int = -1                  # >= 0: after READY, wait for one byte on this fd before the payload
 
 
 def check_layer_name(name: str) -> None:
@@ -76,6 +79,38 @@ def _lowerdir(plan: RootfsPlan) -> str:
     if not plan.base.is_absolute() or any(ch in base for ch in ":,\\\n"):
         raise ValueError(f"base root not usable in an overlay mount: {base!r}")
     return ":".join([*reversed(plan.lower_layers), base])
+
+
+def _bind_file_lines(plan: RootfsPlan) -> list[str]:
+    """Bind each host file read-only over its target in the new root (cwd: the merged root).
+
+    Done before ``pivot_root``, while host paths are still plain paths. A symlink at the target is
+    replaced by an empty file first: followed here, it would resolve against the host's root.
+    """
+    q = shlex.quote
+    mount, mkdir, rm, touch = f"{tool('mount')} -n", tool("mkdir"), tool("rm"), tool("touch")
+    lines = []
+    for host_file, target in plan.bind_files:
+        if not target.startswith("/"):
+            raise ValueError(f"bind target must be an absolute path, got {target!r}")
+        relative = q(target.lstrip("/"))
+        parent = q(str(Path(target.lstrip("/")).parent))
+        # Tests are shell builtins: only the mount costs a process when the target is already a file.
+        lines += [
+            f"[ -d {parent} ] || {mkdir} -p -- {parent}",
+            f"if [ -L {relative} ]; then {rm} -f -- {relative}; fi",
+            f"[ -e {relative} ] || {touch} -- {relative}",
+            f"{mount} -o bind,ro -- {q(str(Path(host_file).absolute()))} {relative}",
+        ]
+    return lines
+
+
+def _hold_lines(plan: RootfsPlan) -> list[str]:
+    """Wait, after READY, for the launcher's go-ahead byte; no byte (the pipe closed) means never run."""
+    if plan.hold_fd < 0:
+        return []
+    fd = plan.hold_fd
+    return [f"read -r -N 1 emu_go <&{fd} || exit 1", f"exec {fd}<&-"]
 
 
 def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
@@ -124,6 +159,7 @@ def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
         lines.append(f"printf %s {q(plan.hostname)} > /proc/sys/kernel/hostname")
     if plan.loopback_up:
         lines.append(f"{tool('ip')} link set lo up")
+    lines += _bind_file_lines(plan)
     lines += [
         # The host /proc is still mounted here, so /proc/self names this shell by its host pid.
         "read -r emu_stat < /proc/self/stat",
@@ -137,11 +173,6 @@ def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
         lines += [f"{box} mkdir -p -- {q(target)}", f"{box} mount -o bind {host_path} {q(target)}"]
         if read_only:
             lines.append(f"{box} mount -o remount,bind,ro {q(target)}")
-    for host_file, target in plan.bind_files:
-        host_path = q(f"/{PIVOT_DIR}{Path(host_file).absolute()}")
-        # An image without the file gets an empty one to mount over, in the writable layer.
-        lines += [f"[ -e {q(target)} ] || : > {q(target)}",
-                  f"{box} mount -o bind {host_path} {q(target)}", f"{box} mount -o remount,bind,ro {q(target)}"]
     lines += [f"{box} umount -l /{PIVOT_DIR}", f"{box} rmdir /{PIVOT_DIR}"]
     if plan.workdir:
         if plan.create_workdir:
@@ -149,6 +180,7 @@ def setup_script(plan: RootfsPlan, payload_argv: str) -> str:
         lines.append(f"cd -- {q(plan.workdir)}")
     lines += [
         f"printf 'READY %s\\n' \"${{emu_stat%% *}}\" >&{fd}",
+        *_hold_lines(plan),
         f"exec 2>&$emu_stderr {{emu_stderr}}>&- {fd}>&-",
     ]
     # bash's own exec would export SHLVL: `env -u` drops what bash added and the payload did not ask for.

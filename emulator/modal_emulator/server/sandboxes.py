@@ -18,6 +18,8 @@ from typing import Any
 from grpclib import Status
 from modal_proto import api_pb2
 
+from modal_emulator.runtime.network import NetworkPolicy, normalize_cidrs
+
 from . import hooks
 from .apps import env_from_sources, fresh_token, secret_env
 from .core import EmulatorState
@@ -108,6 +110,7 @@ class SandboxRegistry:
     ) -> LiveSandbox:
         from modal_emulator.runtime.container import Container, ContainerSpec
 
+        network = self._network_policy(definition)
         images = image_registry(self.state)
         image = images.get_built(definition.image_id)
         layers = list(image["layers"])
@@ -135,8 +138,7 @@ class SandboxRegistry:
             memory_mb=resources.memory_mb or None,
             ports=[port.port for port in definition.open_ports.ports],
             volumes=self._volumes(definition),
-            block_network=definition.block_network
-            or definition.network_access.network_access_type == api_pb2.NetworkAccess.NetworkAccessType.BLOCKED,
+            network=network,
         )
         try:
             container = await Container.start(self.state.require_store(), spec)
@@ -165,6 +167,8 @@ class SandboxRegistry:
                 "gpu_count": resources.gpu_config.count,
             },
             "tunnels": tunnels,
+            # The outbound network policy the server received and how it is enforced (see runtime.network).
+            "network": network.record(),
             "result": None,
             "v2": v2,
         }
@@ -201,6 +205,23 @@ class SandboxRegistry:
                 await terminator.close()
             raise
         return tunnels, terminators
+
+    def _network_policy(self, definition: api_pb2.Sandbox) -> NetworkPolicy:
+        """The outbound policy of ``definition.network_access`` (or the older ``block_network`` flag)."""
+        kinds = api_pb2.NetworkAccess.NetworkAccessType
+        access = definition.network_access
+        if definition.block_network or access.network_access_type == kinds.BLOCKED:
+            return NetworkPolicy(block_network=True)
+        if access.network_access_type != kinds.ALLOWLIST:
+            return NetworkPolicy()
+        if access.allowed_domains:
+            self.state.abort(Status.UNIMPLEMENTED,
+                             f"outbound_domain_allowlist {list(access.allowed_domains)} is not emulated: "
+                             "use outbound_cidr_allowlist (CIDR blocks) instead")
+        try:
+            return NetworkPolicy(cidr_allowlist=normalize_cidrs(list(access.allowed_cidrs)))
+        except ValueError as exc:
+            self.state.abort(Status.INVALID_ARGUMENT, str(exc))
 
     def _volumes(self, definition: api_pb2.Sandbox) -> list[tuple[pathlib.Path, str, bool]]:
         if not definition.volume_mounts:
