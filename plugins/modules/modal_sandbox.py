@@ -201,7 +201,7 @@ options:
     default: true
   wait_timeout:
     description:
-      - How many seconds to wait for SSH (and for the sandbox's tunnel) when O(wait=true).
+      - How many seconds to wait for SSH (and for the sandbox's tunnel) when O(wait=true). At least 1.
     type: int
     default: 300
 notes:
@@ -416,7 +416,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     parse_build_args,
     resolve_spec,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
+from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, is_not_found
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
     DockerfileError,
     DockerfilePlan,
@@ -582,6 +582,9 @@ class ModalSandboxModule(ModalModule):
         params = self.params
         state = params["state"]
         validate_host_name(params["name"], "name")
+        if params["wait_timeout"] < 1:
+            # Checked first: with no time to wait, a new sandbox would be created and then given up on.
+            raise HostError(f"wait_timeout must be a number of seconds of at least 1, got {params['wait_timeout']}")
         if params["new_name"] is not None:
             validate_host_name(params["new_name"], "new_name")
             if state in ("absent", "stopped"):
@@ -934,8 +937,18 @@ class ModalSandboxModule(ModalModule):
             self.warnings.append(f"recorded snapshot {recovered.name} (image {recovered.image_id}) that an "
                                  "interrupted earlier run had taken but not recorded")
         spec = host.record.spec if host.record else {}
-        snap, written = take_snapshot(self.session.call, catalog, journal, host.sandbox.handle, host.host_id,
-                                      host.name, spec, name=snapshot_name, kind=KIND_STOP)
+        try:
+            snap, written = take_snapshot(self.session.call, catalog, journal, host.sandbox.handle, host.host_id,
+                                          host.name, spec, name=snapshot_name, kind=KIND_STOP)
+        except ModalError as exc:
+            if not is_not_found(exc):
+                raise
+            raise HostError(
+                f"the sandbox of host {host.name} ended while its stop snapshot was being taken (Modal said: "
+                f"{exc.msg}), so no stop snapshot was taken and the files written since its newest snapshot are "
+                "lost. The host is not running; its record, keys and earlier snapshots are kept. state=stopped "
+                "marks it stopped; state=started starts it from its newest snapshot, else from its spec"
+            ) from exc
         self.flush_catalog_warnings()
         if not written:
             # Another run recorded a snapshot under this name meanwhile: the host's files are not safely kept.
@@ -1077,6 +1090,7 @@ class ModalSandboxModule(ModalModule):
                                 ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
                                 authorized_keys=extra_keys)
         self.extra_authorized_keys = extra_keys
+        sandbox = None
         try:
             sandbox = self._create_sandbox(image, host_id, name, user_tags)
             record.sandbox_id = sandbox.object_id
@@ -1091,6 +1105,9 @@ class ModalSandboxModule(ModalModule):
             self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=lost is not None)
             if isinstance(exc, CreateFailure):
                 raise
+            if isinstance(exc, ModalError) and is_not_found(exc) and sandbox is not None:
+                raise CreateFailure(self._ended_during_setup_message(name, exc, kept=lost is not None),
+                                    code=exc.code) from exc
             if isinstance(exc, ModalError):
                 raise CreateFailure(exc.msg, code=exc.code) from exc
             raise CreateFailure(f"creating host {name} failed: {exc}") from exc
@@ -1099,6 +1116,15 @@ class ModalSandboxModule(ModalModule):
         if source is not None:
             result["snapshot"] = source.result()
         return result
+
+    @staticmethod
+    def _ended_during_setup_message(name: str, exc: ModalError, kept: bool) -> str:
+        """What happened to a host whose sandbox ended while it was being set up (Modal only says NOT_FOUND)."""
+        outcome = ("the host keeps its record and keys, as before this run" if kept
+                   else "the host was not created: its record is marked failed and its new keys were removed")
+        return (f"the sandbox of host {name} ended while SSH was being set up in it (timeout, crash or a terminate "
+                f"from elsewhere; Modal said: {exc.msg}). Nothing was left running: {outcome}. Run the task again "
+                "to retry; if it ends again, check timeout and idle_timeout")
 
     def _sweep_duplicates(self, host_id: str, keep: str) -> None:
         """Terminate any other sandbox of this host: a retried create whose first attempt did reach Modal."""
