@@ -338,9 +338,22 @@ modal_sandbox:
       type: str
       sample: mngr-modal
     state:
-      description: V(running), V(stopped) (no live sandbox), or V(absent).
+      description:
+        - V(running), V(stopped) (no live sandbox), V(ended) (its sandbox ended by itself - timeout, idle timeout
+          or crash - without a stop; RV(modal_sandbox.ended) says why and when), or V(absent).
+        - O(state=started) starts an V(ended) host from its newest snapshot, else from its spec, with a warning
+          naming that snapshot and its age (files written after it are lost).
       type: str
       sample: running
+    ended:
+      description:
+        - Why and when the sandbox of a host in state V(ended) ended by itself.
+        - C(reason) (for example C(it reached its timeout (timed out after 60s))), C(ended_at) (ISO 8601 UTC, or
+          V(null) when Modal no longer lists the sandbox) and C(sandbox_id).
+      returned: when RV(modal_sandbox.state) is V(ended)
+      type: dict
+      sample: {"reason": "it reached its idle_timeout (idle for 300s)", "ended_at": "2026-01-05T10:00:00+00:00",
+               "sandbox_id": "sb-1234"}
     snapshot:
       description:
         - For O(state=stopped), the snapshot the stop took. When a sandbox was created from a snapshot (a start,
@@ -435,12 +448,14 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     MemoryRecordStore,
     VolumeRecordStore,
     encode_sandbox_tags,
+    ended_details,
     find_host,
     format_endpoint,
     host_result,
     merge_user_tags,
     new_host_id,
     normalize_user_tags,
+    snapshot_age,
     state_volume_name,
     validate_host_name,
 )
@@ -674,8 +689,11 @@ class ModalSandboxModule(ModalModule):
             return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name)
         spec = host.record.spec if host.record else {}
         sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
-        return host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
-                           host.ssh_endpoint, session.key_dir, session.app_name)
+        result = host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
+                             host.ssh_endpoint, session.key_dir, session.app_name)
+        if result["state"] == "ended":
+            result["ended"] = ended_details(session, host)
+        return result
 
     # --- absent ---------------------------------------------------------------------------------
 
@@ -1002,6 +1020,8 @@ class ModalSandboxModule(ModalModule):
                                       f"to {name}")
         record = host.record  # never None: a host without a sandbox is only known from its record
         source = self.source_snapshot(host)
+        if host.state == "ended":
+            self.warnings.append(self._ended_start_warning(host, source))
         if source is None and not (record and record.spec):
             self.module.fail_json(
                 msg=f"host {host.name} cannot be started: it has no usable snapshot and no recorded build spec. "
@@ -1017,6 +1037,17 @@ class ModalSandboxModule(ModalModule):
                     "so that its pinned host key stays valid)"
             )
         return self.create(name, lost=host, source=source, folder=folder)
+
+    def _ended_start_warning(self, host: Host, source: SnapshotRecord | None) -> str:
+        """What a start of a host whose sandbox ended by itself brings back, and what it loses."""
+        ended = ended_details(self.session, host)
+        when = f" at {ended['ended_at']}" if ended["ended_at"] else ""
+        lead = f"the sandbox of host {host.name} ended by itself{when}: {ended['reason']}. "
+        if source is None:
+            return lead + ("It has no snapshot, so it is rebuilt from its spec, without any of the files it had "
+                           "(mngr.modal.modal_snapshot takes snapshots)")
+        return lead + (f"It starts from snapshot {source.name}{snapshot_age(source.created_at)}: files written after "
+                       "that snapshot are lost")
 
     # --- create ----------------------------------------------------------------------------------------
 
