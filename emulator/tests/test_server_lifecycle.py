@@ -8,6 +8,7 @@ import pathlib
 import random
 import subprocess
 import sys
+import time
 
 import modal
 import pytest
@@ -152,3 +153,25 @@ def test_refuses_without_root(tmp_path: pathlib.Path) -> None:
     )
     assert result.returncode != 0
     assert "root" in result.stderr
+
+
+def test_serve_prints_modal_server_url_before_any_other_url(tmp_path: pathlib.Path) -> None:
+    """With stdout and stderr in one log (as tools/emulator.sh does), the first URL a user sees is the one to use."""
+    log_path, ready_file = tmp_path / "serve.log", tmp_path / "ready"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [EMULATOR, "serve", "--state-dir", str(tmp_path / "state"), "--ready-file", str(ready_file)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while not ready_file.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)  # anything logged right after the announcement is in the log too
+    finally:
+        process.terminate()
+        process.wait(60)
+    lines_with_urls = [line for line in log_path.read_text().splitlines() if "http://" in line]
+    assert lines_with_urls, log_path.read_text()
+    assert lines_with_urls[0].startswith("MODAL_SERVER_URL=http://"), lines_with_urls
+    assert any("HTTP side server" in line for line in lines_with_urls[1:]), lines_with_urls

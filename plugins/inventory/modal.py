@@ -25,8 +25,9 @@ description:
   - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_ssh_private_key_file),
     C(ansible_ssh_common_args) (strict host key checking against the host's pinned C(known_hosts) file) and
     C(ansible_ssh_host_key_checking=true) (so that C(host_key_checking=false) in C(ansible.cfg) cannot turn it off), plus facts
-    prefixed with O(hostvars_prefix) - C(host_id), C(name), C(state), C(sandbox_id), C(app), C(tags), C(spec),
-    C(gpu), C(created_at), C(started_at).
+    prefixed with O(hostvars_prefix) - C(host_id), C(name), C(state), C(ended), C(sandbox_id), C(app), C(tags), C(spec),
+    C(gpu), C(created_at), C(started_at). C(state) is C(running), C(stopped), or C(ended) for a host whose sandbox
+    ended by itself (timeout, idle timeout, crash); C(ended) then holds C(reason), C(ended_at) and C(sandbox_id).
   - Default groups are C(modal) (every running host), C(modal_app_<app>) (per app), C(modal_gpu_<type>) (per GPU
     type, for example C(modal_gpu_h100)) and, with O(include_stopped), C(modal_stopped).
   - A host whose SSH keys are not in O(key_dir) on this machine is still listed, with a warning, but without
@@ -181,6 +182,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     HostRecord,
     LiveSandbox,
     SandboxLister,
+    ended_details,
     error_message,
     filter_hosts,
     merge_hosts,
@@ -218,7 +220,11 @@ class ModalReader:
             return {"app": app_name, "found": False, "sandboxes": [], "records": [], "records_read": read_records}
         sandboxes = self.sandboxes(app.app_id)
         records = self.records(app_name) if read_records else []
-        return {"app": app_name, "found": True, "sandboxes": sandboxes, "records": records, "records_read": read_records}
+        data = {"app": app_name, "found": True, "sandboxes": sandboxes, "records": records, "records_read": read_records}
+        # Why and when each host whose sandbox ended by itself ended (one Modal call per such host).
+        data["ended"] = {host.host_id: ended_details(self.session, host)
+                         for host, _sandbox in hosts_of_app(data) if host.state == "ended"}
+        return data
 
     def app(self, app_name: str) -> t.Any:
         """The app's handle, or None when no app has this name in the environment."""
@@ -308,7 +314,8 @@ def gpu_type(gpu: str | None) -> str | None:
     return str(gpu).split(":", 1)[0] or None
 
 
-def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: str, ssh_user: str) -> InventoryHost:
+def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: str, ssh_user: str,
+               ended: dict[str, t.Any] | None = None) -> InventoryHost:
     """Facts and connection variables of one host, from its merged record and sandbox data."""
     record = host.record
     spec = dict(record.spec) if record is not None and isinstance(record.spec, dict) else {}
@@ -318,6 +325,7 @@ def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: 
         "host_id": host.host_id,
         "name": host.name,
         "state": host.state,
+        "ended": ended if host.state == "ended" else None,
         "sandbox_id": host.sandbox.sandbox_id if host.sandbox else None,
         "app": app,
         "tags": dict(host.user_tags),
@@ -359,7 +367,8 @@ def select_hosts(raw: dict[str, t.Any], filters: dict[str, str], include_stopped
                 continue
             if filters and not filter_hosts([host], tags=filters):
                 continue
-            selected.append(build_host(app_data["app"], host, sandbox, key_dir, ssh_user))
+            ended = (app_data.get("ended") or {}).get(host.host_id)
+            selected.append(build_host(app_data["app"], host, sandbox, key_dir, ssh_user, ended))
     return selected
 
 

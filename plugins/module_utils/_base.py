@@ -16,13 +16,19 @@ and ``exit_json`` with ``changed``, the result and the diff.
 from __future__ import annotations
 
 import copy
+import os
 import traceback
 from typing import Any, ClassVar
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import BuildArgError
-from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, ModalSession, modal_argument_spec
+from ansible_collections.mngr.modal.plugins.module_utils._client import (
+    DEFAULT_APP,
+    ModalError,
+    ModalSession,
+    modal_argument_spec,
+)
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import HostError
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import SnapshotError
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import HAS_CRYPTOGRAPHY
@@ -37,6 +43,28 @@ def failure_kwargs(exc: Exception) -> dict[str, Any]:
     if callable(fail_kwargs):
         return fail_kwargs()
     return {"msg": str(exc)}
+
+
+def check_shared_options(params: dict[str, Any]) -> None:
+    """Refuse shared options that would otherwise be replaced by a default or fail deep inside a run."""
+    if params.get("app") == "":
+        # An empty value would silently mean the default app, which holds other hosts.
+        raise ModalError(f"app must be a non-empty app name, got ''; leave it out for the default app ({DEFAULT_APP})")
+    key_dir = params.get("key_dir")
+    if key_dir:
+        wanted = os.path.abspath(os.path.expanduser(key_dir))
+        blocker = _non_folder_on_path(wanted)
+        if blocker is not None:
+            what = "is a file" if blocker == wanted else f"cannot be a folder: {blocker} is a file"
+            raise ModalError(f"key_dir {key_dir} {what}, not a folder; give a folder for the hosts' SSH keys "
+                             "(it is created if missing)")
+
+
+def _non_folder_on_path(path: str) -> str | None:
+    """``path`` or its nearest existing parent when that is not a folder (a file in the way), else None."""
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return None if os.path.isdir(path) else path
 
 
 class ModalModule:
@@ -84,6 +112,7 @@ class ModalModule:
 
     def run(self) -> None:
         try:
+            check_shared_options(self.params)
             self.validate_inputs()
         except self.expected_errors as exc:
             self.module.fail_json(**failure_kwargs(exc))

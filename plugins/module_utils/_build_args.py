@@ -209,20 +209,33 @@ BUILD_ARG_KEYS: dict[str, _Key] = {
 ACCEPTED_KEYS = ", ".join(sorted(BUILD_ARG_KEYS))
 
 
-def _words(value: str | list[str] | tuple[str, ...] | None) -> list[str]:
-    """Every word of every item, split the way a shell splits words."""
+def _words(value: str | list[str] | tuple[str, ...] | None) -> list[tuple[str, str]]:
+    """Every word of every item, split the way a shell splits words, each with the item it comes from."""
     if value is None:
         return []
     items = [value] if isinstance(value, str) else list(value)
-    words: list[str] = []
+    words: list[tuple[str, str]] = []
     for item in items:
         if not isinstance(item, str):
             raise BuildArgError(f"build_args items must be strings such as cpu=2, got {item!r}")
         try:
-            words.extend(shlex.split(item))
+            words.extend((word, item) for word in shlex.split(item))
         except ValueError as exc:
             raise BuildArgError(f"cannot split build_args {item!r}: {exc}") from None
     return words
+
+
+def _split_item_hint(item: str) -> str:
+    """Why a word of ``item`` is not the whole value the user meant, and how to quote it; '' if it is one word."""
+    words = shlex.split(item)
+    if len(words) < 2:
+        return ""
+    name, sep, value = words[0].partition("=")
+    example = f'{name}="{value} {" ".join(words[1:])}"' if sep else f'NAME="{" ".join(words)}"'
+    return (
+        f" (build_args item {item!r} is split into words like a shell command line: {words!r}; to pass a value "
+        f"with spaces, quote it inside the item: {example!r})"
+    )
 
 
 def parse_build_args(value: str | list[str] | tuple[str, ...] | None) -> dict[str, t.Any]:
@@ -232,46 +245,69 @@ def parse_build_args(value: str | list[str] | tuple[str, ...] | None) -> dict[st
     """
     parsed: dict[str, t.Any] = {}
     seen: dict[str, str] = {}
-    for word in _words(value):
-        text = word[2:] if word.startswith("--") else word
-        name, sep, raw = text.partition("=")
-        key_name = name.strip().replace("-", "_").lower()
-        key = BUILD_ARG_KEYS.get(key_name)
-        if not name or key is None:
-            raise BuildArgError(f"unknown build argument {name!r} in {word!r}: accepted keys are {ACCEPTED_KEYS}")
-        if not sep:
-            if not key.flag:
-                raise BuildArgError(f"build argument {word!r} has no value: write {key_name}=VALUE")
-            raw = "true"
-        elif raw == "":
-            raise BuildArgError(f"build argument {word!r} has an empty value: write {key_name}=VALUE")
-        if not key.repeatable and key_name in seen:
-            raise BuildArgError(
-                f"build argument {key_name} is given twice ({seen[key_name]!r} and {word!r}): it takes one value"
-            )
-        seen[key_name] = word
-        normalized = key.parse(raw)
-        if key.spec_key == "docker_build_args":
-            arg_name, arg_value = normalized
-            parsed.setdefault("docker_build_args", {})[arg_name] = arg_value
-        elif key.repeatable:
-            parsed.setdefault(key.spec_key, []).append(normalized)
-        else:
-            parsed[key.spec_key] = normalized
+    for word, item in _words(value):
+        try:
+            _parse_word(word, parsed, seen)
+        except BuildArgError as exc:
+            hint = _split_item_hint(item)
+            if not hint:
+                raise
+            raise BuildArgError(f"{exc}{hint}") from None
     return parsed
 
 
+def _parse_word(word: str, parsed: dict[str, t.Any], seen: dict[str, str]) -> None:
+    """Add one build argument word (``key=value``) to ``parsed``; ``seen`` remembers the keys already given."""
+    text = word[2:] if word.startswith("--") else word
+    name, sep, raw = text.partition("=")
+    key_name = name.strip().replace("-", "_").lower()
+    key = BUILD_ARG_KEYS.get(key_name)
+    if not name or key is None:
+        raise BuildArgError(f"unknown build argument {name!r} in {word!r}: accepted keys are {ACCEPTED_KEYS}")
+    if not sep:
+        if not key.flag:
+            raise BuildArgError(f"build argument {word!r} has no value: write {key_name}=VALUE")
+        raw = "true"
+    elif raw == "":
+        raise BuildArgError(f"build argument {word!r} has an empty value: write {key_name}=VALUE")
+    if not key.repeatable and key_name in seen:
+        raise BuildArgError(
+            f"build argument {key_name} is given twice ({seen[key_name]!r} and {word!r}): it takes one value"
+        )
+    seen[key_name] = word
+    normalized = key.parse(raw)
+    if key.spec_key == "docker_build_args":
+        arg_name, arg_value = normalized
+        parsed.setdefault("docker_build_args", {})[arg_name] = arg_value
+    elif key.repeatable:
+        parsed.setdefault(key.spec_key, []).append(normalized)
+    else:
+        parsed[key.spec_key] = normalized
+
+
 # --- first-class options: same validators, option-shaped input ------------------------------------
+
+def _check_mapping_names(option: str, mapping: dict[t.Any, t.Any], what: str) -> None:
+    """Each key of a NAME: VALUE option must be a name by itself (``{"A=B": x}`` is not ``A="B=x"``)."""
+    for name in mapping:
+        if not isinstance(name, str) or "=" in name or not ENV_NAME.match(name):
+            raise BuildArgError(
+                f"{option} key {name!r} is not a valid {what}: use letters, digits and _, not starting with a digit "
+                f"(and no '='; the value goes after the colon, as in {option}: {{NAME: value}})"
+            )
+
 
 def _option_values(spec_key: str, value: t.Any) -> t.Any:
     """Validate one module option the same way as the build argument of the same meaning."""
     if spec_key == "docker_build_args":
         if not isinstance(value, dict):
             raise BuildArgError(f"docker_build_args must be a dictionary of ARG names to values, got {value!r}")
+        _check_mapping_names("docker_build_args", value, "Dockerfile ARG name")
         return dict(_key_value("docker_build_args", f"{k}={v}", ENV_NAME, "Dockerfile ARG name") for k, v in value.items())
     if spec_key == "env":
         if not isinstance(value, dict):
             raise BuildArgError(f"env must be a dictionary of variable names to values, got {value!r}")
+        _check_mapping_names("env", value, "environment variable name")
         env = dict(_key_value("env", f"{k}={v}", ENV_NAME, "environment variable name") for k, v in value.items())
         for name, text in env.items():
             if re.search(r"[\r\n\x00]", text):

@@ -294,7 +294,12 @@ class Host:
 
     @property
     def state(self) -> str:
-        return "running" if self.sandbox is not None else "stopped"
+        """running; ended (its record says running but its sandbox is gone: timeout, idle timeout, crash); stopped."""
+        if self.sandbox is not None:
+            return "running"
+        if self.record is not None and self.record.status == STATUS_RUNNING:
+            return "ended"
+        return "stopped"
 
     @property
     def tags_out_of_date(self) -> bool:
@@ -724,3 +729,81 @@ def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str,
         "spec": spec,
         "ssh": ssh,
     }
+
+
+# --- hosts whose sandbox ended by itself ----------------------------------------------------------
+
+# How Modal's result status of a finished sandbox reads for a user (GenericResult.status names).
+_END_REASONS = {
+    "GENERIC_STATUS_TIMEOUT": "it reached its timeout",
+    "GENERIC_STATUS_IDLE_TIMEOUT": "it reached its idle_timeout",
+    "GENERIC_STATUS_FAILURE": "it crashed",
+    "GENERIC_STATUS_TERMINATED": "it was terminated outside mngr.modal",
+    "GENERIC_STATUS_SUCCESS": "its main process exited",
+    "GENERIC_STATUS_KERNEL_OOM_KILL": "it ran out of memory",
+}
+
+
+def ended_details(session: Any, host: Host) -> dict[str, Any]:
+    """``{reason, ended_at, sandbox_id}`` of a host whose sandbox ended by itself, as Modal reports that sandbox.
+
+    One list call, filtered by the host's id tag and including finished sandboxes (newest first). When Modal
+    no longer lists the sandbox, the reason says so and ``ended_at`` is None.
+    """
+    sandbox_id = host.record.sandbox_id if host.record else None
+    details: dict[str, Any] = {"sandbox_id": sandbox_id, "reason": "its sandbox is gone (Modal no longer lists it)",
+                               "ended_at": None}
+    try:
+        info = session.call(_finished_sandbox_info, session.modal, session.client, host.host_id, sandbox_id)
+    except Exception as exc:  # pylint: disable=broad-exception-caught
+        details["reason"] = f"its sandbox is gone (why could not be read: {error_message(exc)})"
+        return details
+    if info is None:
+        return details
+    from modal_proto import api_pb2  # pylint: disable=import-outside-toplevel
+
+    result = info.task_info.result
+    status = api_pb2.GenericResult.GenericStatus.Name(result.status) if result.status else ""
+    reason = _END_REASONS.get(status, "it ended")
+    if result.exception:
+        reason = f"{reason} ({result.exception})"
+    details.update(sandbox_id=info.id, reason=reason)
+    if info.task_info.finished_at:
+        details["ended_at"] = datetime.datetime.fromtimestamp(
+            info.task_info.finished_at, datetime.timezone.utc).replace(microsecond=0).isoformat()
+    return details
+
+
+def _finished_sandbox_info(modal: Any, client: Any, host_id: str, sandbox_id: str | None) -> Any:
+    """The ``SandboxInfo`` of the host's sandbox ``sandbox_id`` (else its newest one), finished ones included."""
+    from modal._utils.async_utils import synchronizer  # pylint: disable=import-outside-toplevel
+    from modal.sandbox._impl_v1 import SandboxImplV1  # pylint: disable=import-outside-toplevel
+    from modal.sandbox._impl_v2 import SandboxImplV2  # pylint: disable=import-outside-toplevel
+    from modal_proto import api_pb2  # pylint: disable=import-outside-toplevel
+
+    impl = SandboxImplV2 if modal.config.config.get("sandbox_v2") is True else SandboxImplV1
+
+    async def newest_page(client_impl: Any) -> Any:
+        request = api_pb2.SandboxListRequest(include_finished=True,
+                                             tags=[api_pb2.SandboxTag(tag_name=TAG_HOST_ID, tag_value=host_id)])
+        return await impl.list_page(client_impl, request)
+
+    page = synchronizer.create_blocking(newest_page)(client)
+    matching = [info for info in page.sandboxes if info.id == sandbox_id] or list(page.sandboxes[:1])
+    return matching[0] if matching else None
+
+
+def snapshot_age(created_at: str, now: datetime.datetime | None = None) -> str:
+    """`` (taken 2h 5m ago, at <created_at>)`` for an ISO time, or `` (taken at <created_at>)`` if it cannot be read."""
+    try:
+        taken = datetime.datetime.fromisoformat(created_at)
+    except (TypeError, ValueError):
+        return f" (taken at {created_at})" if created_at else ""
+    if taken.tzinfo is None:
+        taken = taken.replace(tzinfo=datetime.timezone.utc)
+    seconds = max(0, int(((now or datetime.datetime.now(datetime.timezone.utc)) - taken).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes or not (days or hours) else ""]
+    return f" (taken {' '.join(part for part in parts if part)} ago, at {created_at})"

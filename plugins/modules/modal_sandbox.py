@@ -204,7 +204,7 @@ options:
     default: true
   wait_timeout:
     description:
-      - How many seconds to wait for SSH (and for the sandbox's tunnel) when O(wait=true).
+      - How many seconds to wait for SSH (and for the sandbox's tunnel) when O(wait=true). At least 1.
     type: int
     default: 300
 notes:
@@ -341,9 +341,22 @@ modal_sandbox:
       type: str
       sample: mngr-modal
     state:
-      description: V(running), V(stopped) (no live sandbox), or V(absent).
+      description:
+        - V(running), V(stopped) (no live sandbox), V(ended) (its sandbox ended by itself - timeout, idle timeout
+          or crash - without a stop; RV(modal_sandbox.ended) says why and when), or V(absent).
+        - O(state=started) starts an V(ended) host from its newest snapshot, else from its spec, with a warning
+          naming that snapshot and its age (files written after it are lost).
       type: str
       sample: running
+    ended:
+      description:
+        - Why and when the sandbox of a host in state V(ended) ended by itself.
+        - C(reason) (for example C(it reached its timeout (timed out after 60s))), C(ended_at) (ISO 8601 UTC, or
+          V(null) when Modal no longer lists the sandbox) and C(sandbox_id).
+      returned: when RV(modal_sandbox.state) is V(ended)
+      type: dict
+      sample: {"reason": "it reached its idle_timeout (idle for 300s)", "ended_at": "2026-01-05T10:00:00+00:00",
+               "sandbox_id": "sb-1234"}
     snapshot:
       description:
         - For O(state=stopped), the snapshot the stop took. When a sandbox was created from a snapshot (a start,
@@ -419,7 +432,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     parse_build_args,
     resolve_spec,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
+from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, is_not_found
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
     DockerfileError,
     DockerfilePlan,
@@ -438,12 +451,14 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     MemoryRecordStore,
     VolumeRecordStore,
     encode_sandbox_tags,
+    ended_details,
     find_host,
     format_endpoint,
     host_result,
     merge_user_tags,
     new_host_id,
     normalize_user_tags,
+    snapshot_age,
     state_volume_name,
     validate_host_name,
 )
@@ -585,6 +600,9 @@ class ModalSandboxModule(ModalModule):
         params = self.params
         state = params["state"]
         validate_host_name(params["name"], "name")
+        if params["wait_timeout"] < 1:
+            # Checked first: with no time to wait, a new sandbox would be created and then given up on.
+            raise HostError(f"wait_timeout must be a number of seconds of at least 1, got {params['wait_timeout']}")
         if params["new_name"] is not None:
             validate_host_name(params["new_name"], "new_name")
             if state in ("absent", "stopped"):
@@ -674,8 +692,11 @@ class ModalSandboxModule(ModalModule):
             return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name)
         spec = host.record.spec if host.record else {}
         sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
-        return host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
-                           host.ssh_endpoint, session.key_dir, session.app_name)
+        result = host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
+                             host.ssh_endpoint, session.key_dir, session.app_name)
+        if result["state"] == "ended":
+            result["ended"] = ended_details(session, host)
+        return result
 
     # --- absent ---------------------------------------------------------------------------------
 
@@ -937,8 +958,18 @@ class ModalSandboxModule(ModalModule):
             self.warnings.append(f"recorded snapshot {recovered.name} (image {recovered.image_id}) that an "
                                  "interrupted earlier run had taken but not recorded")
         spec = host.record.spec if host.record else {}
-        snap, written = take_snapshot(self.session.call, catalog, journal, host.sandbox.handle, host.host_id,
-                                      host.name, spec, name=snapshot_name, kind=KIND_STOP)
+        try:
+            snap, written = take_snapshot(self.session.call, catalog, journal, host.sandbox.handle, host.host_id,
+                                          host.name, spec, name=snapshot_name, kind=KIND_STOP)
+        except ModalError as exc:
+            if not is_not_found(exc):
+                raise
+            raise HostError(
+                f"the sandbox of host {host.name} ended while its stop snapshot was being taken (Modal said: "
+                f"{exc.msg}), so no stop snapshot was taken and the files written since its newest snapshot are "
+                "lost. The host is not running; its record, keys and earlier snapshots are kept. state=stopped "
+                "marks it stopped; state=started starts it from its newest snapshot, else from its spec"
+            ) from exc
         self.flush_catalog_warnings()
         if not written:
             # Another run recorded a snapshot under this name meanwhile: the host's files are not safely kept.
@@ -992,6 +1023,8 @@ class ModalSandboxModule(ModalModule):
                                       f"to {name}")
         record = host.record  # never None: a host without a sandbox is only known from its record
         source = self.source_snapshot(host)
+        if host.state == "ended":
+            self.warnings.append(self._ended_start_warning(host, source))
         if source is None and not (record and record.spec):
             self.module.fail_json(
                 msg=f"host {host.name} cannot be started: it has no usable snapshot and no recorded build spec. "
@@ -1007,6 +1040,17 @@ class ModalSandboxModule(ModalModule):
                     "so that its pinned host key stays valid)"
             )
         return self.create(name, lost=host, source=source, folder=folder)
+
+    def _ended_start_warning(self, host: Host, source: SnapshotRecord | None) -> str:
+        """What a start of a host whose sandbox ended by itself brings back, and what it loses."""
+        ended = ended_details(self.session, host)
+        when = f" at {ended['ended_at']}" if ended["ended_at"] else ""
+        lead = f"the sandbox of host {host.name} ended by itself{when}: {ended['reason']}. "
+        if source is None:
+            return lead + ("It has no snapshot, so it is rebuilt from its spec, without any of the files it had "
+                           "(mngr.modal.modal_snapshot takes snapshots)")
+        return lead + (f"It starts from snapshot {source.name}{snapshot_age(source.created_at)}: files written after "
+                       "that snapshot are lost")
 
     # --- create ----------------------------------------------------------------------------------------
 
@@ -1080,6 +1124,7 @@ class ModalSandboxModule(ModalModule):
                                 ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
                                 authorized_keys=extra_keys)
         self.extra_authorized_keys = extra_keys
+        sandbox = None
         try:
             sandbox = self._create_sandbox(image, host_id, name, user_tags)
             record.sandbox_id = sandbox.object_id
@@ -1094,6 +1139,9 @@ class ModalSandboxModule(ModalModule):
             self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=lost is not None)
             if isinstance(exc, CreateFailure):
                 raise
+            if isinstance(exc, ModalError) and is_not_found(exc) and sandbox is not None:
+                raise CreateFailure(self._ended_during_setup_message(name, exc, kept=lost is not None),
+                                    code=exc.code) from exc
             if isinstance(exc, ModalError):
                 raise CreateFailure(exc.msg, code=exc.code) from exc
             raise CreateFailure(f"creating host {name} failed: {exc}") from exc
@@ -1102,6 +1150,15 @@ class ModalSandboxModule(ModalModule):
         if source is not None:
             result["snapshot"] = source.result()
         return result
+
+    @staticmethod
+    def _ended_during_setup_message(name: str, exc: ModalError, kept: bool) -> str:
+        """What happened to a host whose sandbox ended while it was being set up (Modal only says NOT_FOUND)."""
+        outcome = ("the host keeps its record and keys, as before this run" if kept
+                   else "the host was not created: its record is marked failed and its new keys were removed")
+        return (f"the sandbox of host {name} ended while SSH was being set up in it (timeout, crash or a terminate "
+                f"from elsewhere; Modal said: {exc.msg}). Nothing was left running: {outcome}. Run the task again "
+                "to retry; if it ends again, check timeout and idle_timeout")
 
     def _sweep_duplicates(self, host_id: str, keep: str) -> None:
         """Terminate any other sandbox of this host: a retried create whose first attempt did reach Modal."""

@@ -83,9 +83,18 @@ modal_sandbox_info:
       type: str
       sample: mngr-modal
     state:
-      description: V(running) or V(stopped).
+      description: V(running), V(stopped), or V(ended) (its sandbox ended by itself - timeout, idle timeout or crash).
       type: str
       sample: running
+    ended:
+      description:
+        - Why and when the sandbox of a host in state V(ended) ended by itself.
+        - C(reason) (for example C(it reached its timeout (timed out after 60s))), C(ended_at) (ISO 8601 UTC, or
+          V(null) when Modal no longer lists the sandbox) and C(sandbox_id).
+      returned: when the item's state is V(ended)
+      type: dict
+      sample: {"reason": "it reached its idle_timeout (idle for 300s)", "ended_at": "2026-01-05T10:00:00+00:00",
+               "sandbox_id": "sb-1234"}
     sandbox_id:
       description: Id of the live sandbox, or V(null) for a stopped host.
       type: str
@@ -139,6 +148,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     TUNNEL_TIMEOUT_SECONDS,
     HostDirectory,
     VolumeRecordStore,
+    ended_details,
     filter_hosts,
     host_result,
     normalize_user_tags,
@@ -182,8 +192,11 @@ class ModalSandboxInfoModule(ModalModule):
                 endpoint = self._endpoint_from_modal(host.sandbox.handle)
             spec = host.record.spec if host.record else {}
             sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
-            results.append(host_result(host.host_id, host.name, host.state, host.user_tags, spec, sandbox_id,
-                                       endpoint, session.key_dir, session.app_name))
+            result = host_result(host.host_id, host.name, host.state, host.user_tags, spec, sandbox_id,
+                                 endpoint, session.key_dir, session.app_name)
+            if host.state == "ended":
+                result["ended"] = ended_details(session, host)
+            results.append(result)
         return results
 
     def _endpoint_from_modal(self, handle: Any) -> tuple[str, int] | None:

@@ -82,6 +82,10 @@ class Tunnel:
                 return  # nothing listens on that port in the sandbox: the client sees the connection close
             inner_reader, inner_writer = await asyncio.open_connection(sock=sock)
             await asyncio.gather(_pipe(client_reader, inner_writer), _pipe(inner_reader, client_writer))
+        except asyncio.CancelledError:
+            # close() cancels open relays when the sandbox stops: an expected end, not an error. Ending
+            # the task normally matters, as asyncio (3.11) logs a cancelled connection task as an ERROR.
+            pass
         finally:
             for writer in (client_writer, inner_writer):
                 if writer is not None:

@@ -249,7 +249,7 @@ async def start_http_server(
     await site.start()
     bound_port = runner.addresses[0][1]
     state.http_base_url = f"http://{host}:{bound_port}"
-    log.info("HTTP side server on %s", state.http_base_url)
+    # Not logged here: serve() reports this URL after MODAL_SERVER_URL, the one users need.
 
     async def stop() -> None:
         await runner.cleanup()

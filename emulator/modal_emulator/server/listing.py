@@ -64,6 +64,7 @@ class TagsAndListRpcs:
             idle_timeout_secs=row.get("idle_timeout_secs") or 0,
             task_info=api_pb2.TaskInfo(
                 id=live.task_id, sandbox_id=live.id, started_at=row["created_at"], result=live.result_proto(),
+                finished_at=row.get("finished_at") or 0,
                 gpu_type=(row.get("resources") or {}).get("gpu_type") or "",
             ),
             resource_info=_listing_resource_info(row.get("resources") or {}),

@@ -2,7 +2,8 @@
 
 Start-up order: recover from a crashed earlier process (stale sandboxes and mounts), open the
 store, load the persisted state, start the HTTP side server (blobs) if present, listen, then announce
-``MODAL_SERVER_URL=...`` on stdout and in the ready file. On SIGINT/SIGTERM: stop accepting calls,
+``MODAL_SERVER_URL=...`` on stdout and in the ready file (before logging the side server's URL, so that
+the first URL in a combined log is the one to use). On SIGINT/SIGTERM: stop accepting calls,
 terminate every sandbox, stop the side server, close the store (unmount everything), exit 0.
 """
 
@@ -68,6 +69,9 @@ async def serve(options: ServeOptions) -> None:
         port = server._server.sockets[0].getsockname()[1]
         state.server_url = f"http://{options.host}:{port}"
         announce(state.server_url, options.ready_file)
+        if state.http_base_url:
+            # After the announcement: the first URL in a combined log must be the one to point the SDK at.
+            log.info("HTTP side server (blobs, volume blocks) on %s", state.http_base_url)
 
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()

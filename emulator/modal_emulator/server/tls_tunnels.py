@@ -142,18 +142,20 @@ class TlsTerminator:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        upstream_writer: asyncio.StreamWriter | None = None
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
         except OSError as exc:
             log.debug("tunnel target %s:%s refused: %s", *self.target, exc)
-            client_writer.close()
-            self._connections.discard(task)
-            return
-        try:
-            await asyncio.gather(_pipe(client_reader, upstream_writer), _pipe(upstream_reader, client_writer))
+        except asyncio.CancelledError:
+            # close() cancels open connections when the sandbox stops: an expected end, not an error.
+            # Ending the task normally matters, as asyncio (3.11) logs a cancelled connection task as an ERROR.
+            pass
         finally:
             for writer in (upstream_writer, client_writer):
-                writer.close()
+                if writer is not None:
+                    writer.close()
             self._connections.discard(task)
 
     async def close(self) -> None:

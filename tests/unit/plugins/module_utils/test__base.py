@@ -108,3 +108,23 @@ def test_unexpected_errors_are_not_swallowed():
 def test_failure_kwargs_prefers_the_errors_own():
     assert failure_kwargs(ValueError("plain")) == {"msg": "plain"}
     assert failure_kwargs(ModalError("m", code="C")) == {"msg": "m", "error_code": "C"}
+
+
+def test_empty_app_is_refused_before_modal_is_contacted():
+    module = FakeAnsibleModule()
+    module.params["app"] = ""
+    exited = run(module)
+    assert exited.kind == "fail"
+    assert "app must be a non-empty app name, got ''" in exited.kwargs["msg"]
+
+
+@pytest.mark.parametrize("below", ["", "sub/keys"])
+def test_key_dir_that_is_a_file_is_named_without_a_traceback(tmp_path, below):
+    a_file = tmp_path / "keys.txt"
+    a_file.write_text("not a folder")
+    module = FakeAnsibleModule()
+    module.params["key_dir"] = str(a_file / below) if below else str(a_file)
+    exited = run(module)
+    assert exited.kind == "fail" and "exception" not in exited.kwargs
+    assert module.params["key_dir"] in exited.kwargs["msg"] and "not a folder" in exited.kwargs["msg"]
+    assert str(a_file) in exited.kwargs["msg"]

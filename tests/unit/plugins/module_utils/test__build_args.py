@@ -206,7 +206,7 @@ BAD_COMBINATIONS = [
     ("context_dir=ctx", {}, "context_dir"),
     ("", {"docker_build_args": {"A": "1"}}, "docker_build_args"),
     ("volume=a:/data volume=b:/data", {}, "/data"),
-    ("", {"env": {"1X": "y"}}, "'1X=y'"),
+    ("", {"env": {"1X": "y"}}, "env key '1X'"),
     ("", {"cpu": "many"}, "'many'"),
     ("", {"idle_timeout": 0}, "idle_timeout=0"),
 ]

@@ -5,6 +5,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
@@ -90,3 +93,104 @@ def test_image_is_the_base_then_one_layer_per_step():
     modal = type("Modal", (), {"Image": FakeImage})
     image = dockerfile_image(modal, plan, "/ctx")
     assert image.layers == [("FROM", "python:3.11-slim"), (("RUN a",), "/ctx"), (("COPY x /x",), "/ctx")]
+
+
+def run_as_the_builder_does(instruction, workdir):
+    """Run a replayed single-line RUN as a builder does (``/bin/sh -c``); returns the finished process."""
+    assert instruction.startswith("RUN ") and "\n" not in instruction
+    return subprocess.run(["/bin/sh", "-c", instruction[4:]], cwd=workdir, capture_output=True, text=True, check=False)
+
+
+def test_heredoc_run_is_one_instruction_that_runs_the_script(tmp_path):
+    text = (
+        "FROM debian:bookworm-slim\n"
+        "RUN <<EOT\n"
+        "set -e\n"
+        "# a comment of the script, not of the Dockerfile\n"
+        "printf '%s\\n' \"it's 100% \\\\ done\" > out.txt \\\n"
+        "  && echo continued >> out.txt\n"
+        "EOT\n"
+        "ENV A=1\n"
+    )
+    base, steps, _warnings = plan_dockerfile(text, {})
+    assert base == "debian:bookworm-slim"
+    assert len(steps) == 2 and steps[1] == ["ENV A=1"]
+    (run,) = steps[0]
+    result = run_as_the_builder_does(run, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.txt").read_text() == "it's 100% \\ done\ncontinued\n"
+
+
+def test_heredoc_script_with_a_shebang_runs_with_that_interpreter(tmp_path):
+    text = f"FROM a\nRUN <<'PY'\n#!{sys.executable}\nopen('py.txt', 'w').write(str(6 * 7))\nPY\n"
+    ((run,),) = plan_dockerfile(text, {}).steps
+    result = run_as_the_builder_does(run, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "py.txt").read_text() == "42"
+
+
+def test_heredoc_script_failure_fails_the_step(tmp_path):
+    ((run,),) = plan_dockerfile("FROM a\nRUN <<EOT\necho before\nexit 3\nEOT\n", {}).steps
+    result = run_as_the_builder_does(run, tmp_path)
+    assert result.returncode == 3 and result.stdout == "before\n"
+
+
+def test_heredocs_given_to_a_command_tab_stripped_and_quoted(tmp_path):
+    text = (
+        "FROM a\n"
+        "RUN --network=default cat <<-EOT > one.txt && cat <<\"RAW\" > two.txt\n"
+        "\tindented with a tab $HOME\n"
+        "\tEOT\n"
+        "kept $HOME\n"
+        "RAW\n"
+        "RUN <<'EOT' sh -s -- arg1\n"
+        "echo \"$1\" > three.txt\n"
+        "EOT\n"
+    )
+    steps = plan_dockerfile(text, {}).steps
+    assert [len(step) for step in steps] == [1, 1]
+    assert steps[0][0].startswith("RUN --network=default ")
+    for (run,) in steps:
+        result = subprocess.run(
+            ["/bin/sh", "-c", run.replace("RUN --network=default ", "RUN ")[4:]],
+            cwd=tmp_path, capture_output=True, text=True, env={"HOME": "/home/x", "PATH": "/usr/bin:/bin"}, check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    assert (tmp_path / "one.txt").read_text() == "indented with a tab /home/x\n"
+    assert (tmp_path / "two.txt").read_text() == "kept $HOME\n"
+    assert (tmp_path / "three.txt").read_text() == "arg1\n"
+
+
+def test_escape_directive_sets_the_continuation_character():
+    text = "# escape=`\n# syntax=docker/dockerfile:1\nFROM a\nRUN echo C:\\dir `\n  && echo next\n"
+    plan = plan_dockerfile(text, {})
+    assert plan.steps == [["RUN echo C:\\dir && echo next"]]
+    assert plan.warnings == []
+
+
+def test_directives_only_at_the_top():
+    # After an instruction, "# escape=`" is a comment: the backslash still continues the line.
+    assert dockerfile_instructions("FROM a\n# escape=`\nRUN a \\\n  b\n") == ["FROM a", "RUN a b"]
+
+
+def test_other_syntax_frontend_is_named_in_a_warning():
+    plan = plan_dockerfile("# syntax=example.com/frontend:2\nFROM a\nRUN b\n", {})
+    assert plan.steps == [["RUN b"]]
+    assert len(plan.warnings) == 1 and "# syntax=example.com/frontend:2" in plan.warnings[0]
+
+
+@pytest.mark.parametrize(
+    "text, fragments",
+    [
+        ("# escape=x\nFROM a\n", ["# escape=x", "backslash", "backtick"]),
+        ("# escape=`\n# escape=`\nFROM a\n", ["escape", "twice"]),
+        ("# escape=`\nFROM a\nENV P=C:\\dir\n", ["ENV P=C:\\\\dir", "escape=`"]),
+        ("FROM a\nRUN <<EOT\necho never closed\n", ["RUN <<EOT", "no closing EOT"]),
+        ("FROM a\nCOPY <<EOT /etc/x\ncontent\nEOT\n", ["COPY <<EOT /etc/x", "heredocs in COPY"]),
+    ],
+)
+def test_refused_directives_and_heredocs_name_what_is_wrong(text, fragments):
+    with pytest.raises(DockerfileError) as info:
+        plan_dockerfile(text, {})
+    for fragment in fragments:
+        assert fragment in str(info.value)

@@ -18,6 +18,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     SnapshotError,
     new_record,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfileError
 from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import CreateFailure, ModalSandboxModule
 
@@ -203,3 +204,37 @@ def test_create_failure_message_ends_with_the_log_tail():
     assert kwargs["msg"] == "building the image failed\n--- last lines of the log ---\nline 1\nline 2"
     assert kwargs["error_code"] == "INTERNAL"
     assert CreateFailure("no log").fail_kwargs() == {"msg": "no log"}
+
+
+@pytest.mark.parametrize(
+    "params, error, fragments",
+    [
+        ({"env": {"A=B": "x"}}, BuildArgError, ["env key 'A=B'", "not a valid environment variable name"]),
+        ({"docker_build_args": {"V=1": "x"}}, BuildArgError, ["docker_build_args key 'V=1'"]),
+        ({"wait_timeout": -1}, HostError, ["wait_timeout", "-1"]),
+        ({"wait_timeout": 0}, HostError, ["wait_timeout", "got 0"]),
+        ({"build_args": ["region=US East"]}, BuildArgError, ["'region=US East'", "region=\"US East\""]),
+        ({"build_args": "cpu=2 region=US East"}, BuildArgError, ["'cpu=2 region=US East'", "quote"]),
+    ],
+)
+def test_unclear_inputs_name_the_whole_value(params, error, fragments):
+    with pytest.raises(error) as info:
+        validate(name="a", **params)
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_wait_timeout_is_checked_even_when_stopping_or_destroying():
+    for state in ("stopped", "absent"):
+        with pytest.raises(HostError, match="wait_timeout"):
+            validate(name="a", state=state, wait_timeout=-1)
+
+
+def test_sandbox_ending_during_setup_says_what_happened_to_the_host():
+    error = ModalError("Task ta-1 has finished", code="NOT_FOUND")
+    new = ModalSandboxModule._ended_during_setup_message("web", error, kept=False)
+    restarted = ModalSandboxModule._ended_during_setup_message("web", error, kept=True)
+    for message in (new, restarted):
+        assert "sandbox of host web ended while SSH was being set up" in message and "Task ta-1 has finished" in message
+    assert "not created" in new and "record is marked failed" in new
+    assert "keeps its record and keys" in restarted
