@@ -23,7 +23,8 @@ description:
   - The inventory source is a YAML file whose name ends in C(modal.yml) or C(modal.yaml)
     (for example C(hosts.modal.yml)) and that contains O(plugin=mngr.modal.modal).
   - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_python_interpreter)
-    (O(python_interpreter)), C(ansible_ssh_private_key_file), C(ansible_ssh_common_args) (strict host key checking against the host's pinned C(known_hosts) file) and
+    (O(python_interpreter)), C(ansible_ssh_private_key_file), C(ansible_ssh_common_args) (strict host key checking
+    against the host's pinned C(known_hosts) file) and
     C(ansible_ssh_host_key_checking=true) (so that C(host_key_checking=false) in C(ansible.cfg) cannot turn it off), plus facts
     prefixed with O(hostvars_prefix) - C(host_id), C(name), C(state), C(sandbox_id), C(app), C(tags), C(spec),
     C(gpu), C(created_at), C(started_at).
