@@ -22,8 +22,9 @@ description:
     running host an Ansible host reachable over SSH, with its key and its pinned host key.
   - The inventory source is a YAML file whose name ends in C(modal.yml) or C(modal.yaml)
     (for example C(hosts.modal.yml)) and that contains O(plugin=mngr.modal.modal).
-  - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_ssh_private_key_file),
-    C(ansible_ssh_common_args) (strict host key checking against the host's pinned C(known_hosts) file) and
+  - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_python_interpreter)
+    (O(python_interpreter)), C(ansible_ssh_private_key_file), C(ansible_ssh_common_args) (strict host key checking
+    against the host's pinned C(known_hosts) file) and
     C(ansible_ssh_host_key_checking=true) (so that C(host_key_checking=false) in C(ansible.cfg) cannot turn it off), plus facts
     prefixed with O(hostvars_prefix) - C(host_id), C(name), C(state), C(ended), C(sandbox_id), C(app), C(tags), C(spec),
     C(gpu), C(created_at), C(started_at). C(state) is C(running), C(stopped), or C(ended) for a host whose sandbox
@@ -110,6 +111,13 @@ options:
     description: User Ansible logs in as (C(ansible_user)).
     type: str
     default: root
+  python_interpreter:
+    description:
+      - The Python interpreter Ansible runs modules with on each running host (C(ansible_python_interpreter)).
+      - The default is the one every host gets from its bootstrap, so Ansible neither searches for one nor warns
+        about the one it found. A O(compose) entry, a C(host_vars) file or an extra variable still overrides it.
+    type: str
+    default: /usr/bin/python3
   max_concurrent_calls:
     description:
       - How many API calls run at once when Modal's list pages lack a sandbox's tags or tunnels and they must be
@@ -493,6 +501,8 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             facts = {prefix + key: wrap_var(value) for key, value in host.facts.items()}
             connection = {key: wrap_var(value) if isinstance(value, str) and key == "ansible_host" else value
                           for key, value in host.connection.items()}
+            if host.running:
+                connection["ansible_python_interpreter"] = self.get_option("python_interpreter")
             variables = dict(facts)
             variables.update(connection)
             name = self._inventory_name(host, variables, strict)

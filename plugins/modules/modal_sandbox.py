@@ -674,8 +674,11 @@ class ModalSandboxModule(ModalModule):
         self.directory = HostDirectory(session, app, store)
         return self.directory
 
-    def describe(self, host: Host | None) -> dict[str, Any]:
-        """The before/after view used in the diff."""
+    def describe(self, host: Host | None, whole_spec: bool = False) -> dict[str, Any]:
+        """The before/after view used in the diff.
+
+        The spec shows the keys the task gives, or every key with ``whole_spec`` (a sandbox about to be built).
+        """
         if host is None:
             return {}
         spec = host.record.spec if host.record else {}
@@ -683,8 +686,12 @@ class ModalSandboxModule(ModalModule):
             "name": host.name,
             "state": host.state,
             "tags": dict(host.user_tags),
-            "spec": {key: spec.get(key) for key in self.given_spec_keys} if spec else {},
+            "spec": self._spec_view(spec, whole_spec) if spec else {},
         }
+
+    def _spec_view(self, spec: dict[str, Any], whole_spec: bool) -> dict[str, Any]:
+        keys = sorted(spec) if whole_spec else self.given_spec_keys
+        return {key: spec.get(key) for key in keys}
 
     def result_for(self, host: Host | None, name: str, state: str | None = None) -> dict[str, Any]:
         session = self.session
@@ -1082,9 +1089,10 @@ class ModalSandboxModule(ModalModule):
                 self.module.fail_json(msg=f"host {name} needs a new sandbox, but its recorded spec cannot be "
                                           f"used on this controller: {exc}")
         self.changed = True
-        self.diff["before"] = self.describe(lost)
+        # A new sandbox is built from the whole spec, so the diff shows all of it (not only the keys the task gives).
+        self.diff["before"] = self.describe(lost, whole_spec=True)
         self.diff["after"] = {"name": name, "state": "running", "tags": dict(user_tags),
-                              "spec": {key: spec.get(key) for key in self.given_spec_keys}}
+                              "spec": self._spec_view(spec, whole_spec=True)}
         if source is not None:
             self.diff["after"]["snapshot"] = source.name
         if self.check_mode:

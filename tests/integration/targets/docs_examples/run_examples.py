@@ -7,6 +7,8 @@ Markers, each on its own line right before a fenced code block (blank lines in b
 
 * ``<!-- runnable -->`` before a ```` ```yaml ```` block: a complete playbook. The runnable playbooks of one guide
   run in the order they appear, in one working folder, so a guide can build on its earlier examples.
+* ``<!-- runnable rerun-unchanged -->``: the same, and the playbook then runs a second time, which must report
+  ``changed=0`` for every host (for a guide that promises that running it again changes nothing).
 * ``<!-- runnable-file: PATH -->`` before any block: its text is written to PATH (relative to the guide's working
   folder) before the playbooks that follow it run, for the files a playbook reads (a Dockerfile, an inventory).
 
@@ -32,7 +34,8 @@ from dataclasses import dataclass, field
 
 import yaml
 
-MARKER = re.compile(r"^<!--\s*runnable(?:-file:\s*(?P<path>\S+))?\s*-->\s*$")
+MARKER = re.compile(r"^<!--\s*runnable(?:-file:\s*(?P<path>\S+)|\s+(?P<rerun>rerun-unchanged))?\s*-->\s*$")
+RECAP_LINE = re.compile(r"^(?P<host>\S+)\s+:\s+ok=\d+\s+changed=(?P<changed>\d+)\s")
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[A-Za-z0-9_+-]*)")
 PLAYBOOK_NAME = re.compile(r"^#\s*(?P<name>[A-Za-z0-9_.-]+\.ya?ml)\s*$")
 SETS_APP = re.compile(r"^\s*app\s*:", re.MULTILINE)
@@ -55,6 +58,7 @@ class Block:
     line: int
     text: str
     file_path: str | None = None   # set for runnable-file blocks
+    rerun_unchanged: bool = False  # run twice; the second run must change nothing
     name: str = ""                 # playbook file name
 
     @property
@@ -97,7 +101,8 @@ def extract_blocks(path: str) -> list[Block]:
             end += 1
         if end >= len(lines):
             raise ExampleError(f"{guide}:{start + 1}: the code block never ends")
-        blocks.append(Block(guide, start + 1, "\n".join(lines[start + 1:end]) + "\n", file_path))
+        blocks.append(Block(guide, start + 1, "\n".join(lines[start + 1:end]) + "\n", file_path,
+                            rerun_unchanged=marker.group("rerun") is not None))
         index = end + 1
     return blocks
 
@@ -166,6 +171,13 @@ def run_playbook(playbook: str, workdir: str, env: dict[str, str], log_path: str
     return completed.returncode == 0
 
 
+def changed_hosts(log_path: str) -> list[str]:
+    """The hosts that the PLAY RECAP of a playbook's log shows with changed > 0."""
+    with open(log_path, encoding="utf-8", errors="replace") as handle:
+        matches = [RECAP_LINE.match(line) for line in handle]
+    return [match.group("host") for match in matches if match and int(match.group("changed"))]
+
+
 def show_tail(label: str, log_path: str) -> None:
     with open(log_path, encoding="utf-8", errors="replace") as handle:
         lines = handle.read().splitlines()
@@ -206,7 +218,16 @@ def run_guide(guide_path: str, blocks: list[Block], work_root: str, settings: di
                 handle.write(block.text)
             started = time.monotonic()
             log_path = os.path.join(workdir, block.name + ".log")
-            if run_playbook(block.name, workdir, env, log_path):
+            passed = run_playbook(block.name, workdir, env, log_path)
+            if passed and block.rerun_unchanged:
+                log_path = os.path.join(workdir, block.name + ".rerun.log")
+                passed = run_playbook(block.name, workdir, env, log_path)
+                changed = changed_hosts(log_path) if passed else []
+                if changed:
+                    passed = False
+                    print(f"   its second run changed {', '.join(changed)}; the guide says it changes nothing",
+                          flush=True)
+            if passed:
                 result.passed.append(label)
                 print(f"   ok      {label} ({time.monotonic() - started:.1f} s)", flush=True)
             else:

@@ -46,6 +46,7 @@ DEFAULT_OPTIONS: dict[str, t.Any] = {
     "include_stopped": False,
     "host_records": True,
     "ssh_user": "root",
+    "python_interpreter": "/usr/bin/python3",
     "max_concurrent_calls": 4,
     "compose": {},
     "groups": {},
@@ -591,3 +592,24 @@ def test_tokens_are_templated_from_extra_vars(tmp_path):
     assert plugin._template_option("token_id") == "ak-from-vault"
     assert plugin._template_option("token_secret") == "as-from-vault"
     assert make_plugin(tmp_path)._template_option("token_id") is None
+
+
+# --- python interpreter ----------------------------------------------------------------------------------
+
+
+def test_running_hosts_get_the_bootstrap_python_interpreter(tmp_path):
+    inventory = populate(make_plugin(tmp_path, include_stopped=True))
+    assert hostvars(inventory, "web1")["ansible_python_interpreter"] == "/usr/bin/python3"
+    # A stopped host cannot be reached, so it gets no connection variables at all.
+    assert "ansible_python_interpreter" not in hostvars(inventory, "db1")
+
+
+def test_python_interpreter_option(tmp_path):
+    web1 = hostvars(populate(make_plugin(tmp_path, python_interpreter="/opt/py/bin/python3")), "web1")
+    assert web1["ansible_python_interpreter"] == "/opt/py/bin/python3"
+
+
+def test_compose_overrides_the_python_interpreter(tmp_path):
+    web1 = hostvars(populate(make_plugin(tmp_path, compose={"ansible_python_interpreter": "'/usr/local/bin/python3'"})),
+                    "web1")
+    assert web1["ansible_python_interpreter"] == "/usr/local/bin/python3"

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The sandbox role over a group of three hosts, and the runbooks of playbooks/ as a user runs them
+# (ansible-playbook mngr.modal.<name> -e ...), against the Modal API at MODAL_SERVER_URL (the emulator under
+# `make test`): what they must refuse (no host_name, destroy without confirm=yes, start of an unknown host) changes
+# nothing, and the ssh command they print works as printed.
+set -eux
+cd "$(dirname "$0")"
+
+python="${ANSIBLE_TEST_PYTHON_INTERPRETER:-python3}"
+work="${OUTPUT_DIR:-$(mktemp -d)}/runbooks"
+mkdir -p "$work"
+chmod 0700 "$work"
+
+# The Modal settings from integration_config.yml (written by the test runner), else the caller's environment.
+config=../../integration_config.yml
+if [ -f "$config" ]; then
+    eval "$("$python" - "$config" <<'PY'
+import shlex, sys, yaml
+with open(sys.argv[1], encoding="utf-8") as handle:
+    config = yaml.safe_load(handle) or {}
+for key, value in (config.get("modal_env") or {}).items():
+    print(f"export {key}={shlex.quote(str(value))}")
+PY
+)"
+fi
+export MODAL_CONFIG_PATH="${MODAL_CONFIG_PATH:-$work/modal.toml}"
+touch "$MODAL_CONFIG_PATH"
+MNGR_MODAL_APP="it-runbooks-$(date +%s%N)"
+export MNGR_MODAL_APP MNGR_MODAL_KEY_DIR="$work/keys"
+
+cleanup() {
+    ansible-playbook cleanup.yml || true
+}
+trap cleanup EXIT
+
+# Runs a command that must fail, with a message containing $1 in its output.
+expect_failure() {
+    local message=$1 out="$work/failure.out"
+    shift
+    if "$@" > "$out" 2>&1; then
+        echo "expected a failure: $*" >&2
+        exit 1
+    fi
+    grep -qF -- "$message" "$out" || { cat "$out" >&2; echo "missing: $message" >&2; exit 1; }
+}
+
+# The state of host $1 ("absent" when it is not listed), as the info module sees it.
+host_state() {
+    ansible localhost -m mngr.modal.modal_sandbox_info -a "name=$1" > "$work/info.out"
+    "$python" - "$work/info.out" <<'PY'
+import json, sys
+text = open(sys.argv[1], encoding="utf-8").read()
+hosts = json.loads(text[text.index("{"):])["modal_sandbox_info"]
+print(hosts[0]["state"] if hosts else "absent")
+PY
+}
+
+# The ssh command a runbook printed (the debug message that starts with "ssh "), exactly as shown.
+printed_ssh_command() {
+    "$python" - "$1" <<'PY'
+import json, re, sys
+lines = [line for line in open(sys.argv[1], encoding="utf-8") if re.match(r'\s*"msg": "ssh ', line)]
+if not lines:
+    sys.exit("no ssh command was printed")
+print(json.loads("{" + lines[-1].strip() + "}")["msg"])
+PY
+}
+
+# Runs the printed ssh command, as a user would paste it, with `true` as the remote command.
+run_printed_ssh() {
+    local command
+    command=$(printed_ssh_command "$1")
+    case "$command" in
+        *" -i "*" -p "*"UserKnownHostsFile="*"StrictHostKeyChecking=yes"*) ;;
+        *) echo "the printed ssh command lacks a needed option: $command" >&2; exit 1 ;;
+    esac
+    sh -c "$command true" < /dev/null
+}
+
+# --- the role over a group of three hosts -------------------------------------------------------------------
+printf '[fleet]\nrb-fleet-a\nrb-fleet-b\nrb-fleet-c\n' > "$work/fleet.ini"
+ansible-playbook -i "$work/fleet.ini" fleet.yml
+[ "$(host_state rb-check-only)" = absent ]
+
+# --- every runbook that names a host needs host_name ---------------------------------------------------------
+for runbook in create start stop snapshot destroy; do
+    expect_failure "host_name is required" ansible-playbook "mngr.modal.$runbook"
+done
+
+# --- create prints a working ssh command; a second run changes nothing -----------------------------------------
+ansible-playbook mngr.modal.create -e host_name=rb-one | tee "$work/create.out"
+run_printed_ssh "$work/create.out"
+ansible-playbook mngr.modal.create -e host_name=rb-one | tee "$work/create-again.out"
+grep -qE '^localhost +: ok=[0-9]+ +changed=0 ' "$work/create-again.out"
+
+# --- destroy without confirm=yes destroys nothing ------------------------------------------------------------------
+expect_failure "add -e confirm=yes" ansible-playbook mngr.modal.destroy -e host_name=rb-one
+expect_failure "add -e confirm=yes" ansible-playbook mngr.modal.destroy -e host_name=rb-one -e confirm=no
+[ "$(host_state rb-one)" = running ]
+
+# --- configure, with the variables docs/runbooks.md documents --------------------------------------------------
+printf "plugin: mngr.modal.modal\napp: %s\nkey_dir: %s\n" "$MNGR_MODAL_APP" "$MNGR_MODAL_KEY_DIR" > "$work/hosts.modal.yml"
+ansible-playbook -i "$work/hosts.modal.yml" mngr.modal.configure -e target=rb-one \
+    -e '{"host_setup_motd": "configured by the runbook", "host_setup_environment": {"RUNBOOK": "yes"}}'
+ansible rb-one -i "$work/hosts.modal.yml" -m ansible.builtin.command -a "cat /etc/motd /etc/environment" \
+    | tee "$work/configured.out"
+grep -q "configured by the runbook" "$work/configured.out"
+grep -q "RUNBOOK=" "$work/configured.out"
+
+# --- snapshot, stop; start refuses an unknown name and creates nothing ----------------------------------------------
+ansible-playbook mngr.modal.snapshot -e host_name=rb-one -e snapshot_name=rb-saved
+ansible-playbook mngr.modal.stop -e host_name=rb-one
+[ "$(host_state rb-one)" = stopped ]
+expect_failure "there is no host named rb-typo to start" ansible-playbook mngr.modal.start -e host_name=rb-typo
+[ "$(host_state rb-typo)" = absent ]
+
+# --- start prints a working ssh command ---------------------------------------------------------------------------
+ansible-playbook mngr.modal.start -e host_name=rb-one | tee "$work/start.out"
+[ "$(host_state rb-one)" = running ]
+run_printed_ssh "$work/start.out"
+
+# --- destroy with confirm=yes ---------------------------------------------------------------------------------------
+ansible-playbook mngr.modal.destroy -e host_name=rb-one -e confirm=yes
+[ "$(host_state rb-one)" = absent ]
