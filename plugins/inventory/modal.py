@@ -71,10 +71,17 @@ options:
     type: str
     env:
       - name: MODAL_TOKEN_SECRET
+  key_dir:
+    env:
+      - name: MNGR_MODAL_KEY_DIR
   filters:
     description:
       - User tags that a host must carry, with these exact values, to be listed (for example V(role=web)).
       - Tags are the ones given to M(mngr.modal.modal_sandbox) with O(mngr.modal.modal_sandbox#module:tags).
+      - Values are compared as the modules compare O(mngr.modal.modal_sandbox_info#module:tags); a number or a
+        boolean means the same as its text, so a filter C(version) of V(2) (a YAML number) matches a host tagged
+        C(version=2), and a filter C(flag) of V(true) one tagged C(flag=true). A list or a dictionary as a value,
+        or an invalid tag key, is an error.
     type: dict
     default: {}
   hostnames:
@@ -118,6 +125,13 @@ options:
         about the one it found. A O(compose) entry, a C(host_vars) file or an extra variable still overrides it.
     type: str
     default: /usr/bin/python3
+  strict:
+    description:
+      - If V(true), an expression of O(compose), O(groups), O(keyed_groups) or O(hostnames) that fails is an error,
+        otherwise that entry is skipped (facts used in expressions may not always be available).
+      - V(true) also makes a failure to read Modal (the API unreachable, credentials refused, a missing C(modal) package)
+        stop the whole Ansible run, instead of leaving this source out with a warning and going on with an
+        empty inventory (ansible-core's default for any inventory source that fails). See C(docs/inventory.md).
   max_concurrent_calls:
     description:
       - How many API calls run at once when Modal's list pages lack a sandbox's tags or tunnels and they must be
@@ -128,7 +142,11 @@ notes:
   - Listing one app costs one call per page of 100 sandboxes when Modal's list pages carry tags and tunnels, plus
     a few fixed calls and, with O(host_records), the record reads. See the collection's C(docs/performance.md).
   - Cached data (O(cache)) is the raw data read from Modal, not the built inventory. C(--flush-cache) and
-    the C(refresh_inventory) meta task read Modal again.
+    the C(refresh_inventory) meta task read Modal again. Cached data of an unexpected shape (from another
+    version, or edited by hand) is not used; Modal is read again, with a warning.
+  - When Modal cannot be read, ansible-core leaves this source out with a warning and runs with the other
+    sources, or with an empty inventory (exit code 0). For production use, set O(strict=true), or ansible-core's
+    C(inventory_any_unparsed_is_failed) (or C(inventory_unparsed_failed)) setting, so that the run stops instead.
 """
 
 EXAMPLES = r"""
@@ -167,9 +185,11 @@ import dataclasses
 import datetime
 import os
 import re
+import types
 import typing as t
 
-from ansible.errors import AnsibleParserError
+from ansible import constants as C
+from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
@@ -194,6 +214,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     error_message,
     filter_hosts,
     merge_hosts,
+    normalize_user_tags,
     run_bounded,
     state_volume_name,
     validate_host_name,
@@ -278,6 +299,119 @@ class ModalReader:
             except ValueError:
                 self.warn(f"Host record {path} of app {app_name!r} is not a host record this version can read.")
         return records
+
+
+# --- checking cached raw data (pure) -----------------------------------------------------------------
+
+
+def raw_shape_problem(raw: t.Any) -> str | None:
+    """What makes raw data unusable to build hosts from (a cache of another version, or edited by hand), or None.
+
+    Cached data is checked before it is used, so that a cache of the wrong shape is read again from Modal
+    rather than failing deep inside the host building with a bare Python error.
+    """
+    if not isinstance(raw, dict):
+        return f"it is a {type(raw).__name__}, not a mapping"
+    if raw.get("format") != RAW_FORMAT:
+        return f"its format is {raw.get('format')!r}, this version reads format {RAW_FORMAT}"
+    if not isinstance(raw.get("apps"), list):
+        return "its 'apps' is not a list"
+    for index, app_data in enumerate(raw["apps"]):
+        problem = _app_shape_problem(app_data)
+        if problem:
+            return f"apps[{index}] {problem}"
+    return None
+
+
+_APP_KEYS = (("app", str), ("found", bool), ("records_read", bool), ("sandboxes", list), ("records", list))
+_SANDBOX_KEYS: dict[str, t.Any] = {
+    "id": str, "tags": t.Optional[dict[str, str]], "created_at": t.Optional[float], "ssh": t.Optional[list],
+    "gpu": t.Optional[str],
+}
+
+
+def _app_shape_problem(app_data: t.Any) -> str | None:
+    if not isinstance(app_data, dict):
+        return f"is a {type(app_data).__name__}, not a mapping"
+    for key, kind in _APP_KEYS:
+        if not isinstance(app_data.get(key), kind):
+            return f"has no {key!r} of type {kind.__name__}"
+    for index, sandbox in enumerate(app_data["sandboxes"]):
+        problem = _fields_problem(sandbox, _SANDBOX_KEYS, required=("id",))
+        if problem is None and sandbox.get("ssh") is not None and not _is_endpoint(sandbox["ssh"]):
+            problem = f"has 'ssh' {sandbox['ssh']!r}, not [host, port]"
+        if problem:
+            return f"sandboxes[{index}] {problem}"
+    record_types = t.get_type_hints(HostRecord)
+    required = [name for name, spec in HostRecord.__dataclass_fields__.items()
+                if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING]
+    for index, record in enumerate(app_data["records"]):
+        problem = _fields_problem(record, record_types, required)
+        if problem:
+            return f"records[{index}] {problem}"
+    return None
+
+
+def _is_endpoint(value: t.Any) -> bool:
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+def _fields_problem(data: t.Any, types_by_key: dict[str, t.Any], required: t.Iterable[str]) -> str | None:
+    """Whether ``data`` is a mapping with every ``required`` key, and a value of the declared type for each key."""
+    if not isinstance(data, dict):
+        return f"is a {type(data).__name__}, not a mapping"
+    for key in required:
+        if key not in data:
+            return f"has no {key!r}"
+    for key, expected in types_by_key.items():
+        if key in data and not value_fits(data[key], expected):
+            return f"has {key!r} {data[key]!r}, not of type {expected}"
+    return None
+
+
+def value_fits(value: t.Any, expected: t.Any) -> bool:
+    """Whether a JSON value fits a type annotation (``str``, ``int | None``, ``dict[str, str]``...).
+
+    Annotations this does not know (``Literal``...) are accepted: the check is there to catch data of another
+    shape, not to re-validate what this version wrote.
+    """
+    if expected is t.Any:
+        return True
+    if expected is type(None):
+        return value is None
+    origin = t.get_origin(expected)
+    if origin in (t.Union, types.UnionType):
+        return any(value_fits(value, option) for option in t.get_args(expected))
+    if origin in (dict, list):
+        if not isinstance(value, origin):
+            return False
+        args = t.get_args(expected)
+        if origin is dict and len(args) == 2:
+            return all(value_fits(key, args[0]) and value_fits(item, args[1]) for key, item in value.items())
+        if origin is list and len(args) == 1:
+            return all(value_fits(item, args[0]) for item in value)
+        return True
+    if isinstance(value, bool) and expected in (int, float):
+        return False
+    if expected is float:
+        return isinstance(value, (int, float))
+    if isinstance(expected, type):
+        return isinstance(value, expected)
+    return True
+
+
+def make_inventory_failures_fatal() -> None:
+    """Have ansible-core stop the run because an inventory source failed (what ``strict: true`` asks for).
+
+    ansible-core catches every error an inventory plugin raises, shows it as a warning and goes on without
+    that source, possibly with an empty inventory and exit code 0. Only its ``inventory_any_unparsed_is_failed``
+    setting turns a failed source into a fatal error, and it reads that setting right after the plugin gave
+    up on the source. Setting it for this Ansible process is therefore the way for the plugin to make its
+    own failure fatal; any other source that fails later in the same run is then fatal too, which is what
+    a user asking for a strict inventory wants.
+    """
+    C.INVENTORY_ANY_UNPARSED_IS_FAILED = True
 
 
 # --- from raw data to hosts (pure) -------------------------------------------------------------------
@@ -412,8 +546,14 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def parse(self, inventory: t.Any, loader: t.Any, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        raw = self._raw_data(path, cache)
-        self._populate(raw)
+        try:
+            self._filters()  # bad filters fail before Modal is contacted
+            raw = self._raw_data(path, cache)
+            self._populate(raw)
+        except AnsibleError:
+            if self.get_option("strict"):
+                make_inventory_failures_fatal()
+            raise
 
     # -- raw data, from the cache or from Modal ---------------------------------------------------------
 
@@ -431,18 +571,19 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 raw = self._cache[cache_key]
             except KeyError:
                 raw = None
-            if self._raw_fits(raw):
+            problem = raw_shape_problem(raw) if raw is not None else None
+            if problem:
+                self._warn(f"the cached data of {path} cannot be used ({problem}); reading Modal again.")
+            elif raw is not None and self._raw_fits(raw):
                 return raw
         raw = self._fetch_raw()
         if use_cache:
             self._cache[cache_key] = raw
         return raw
 
-    def _raw_fits(self, raw: t.Any) -> bool:
-        """Whether cached raw data answers the current options (same apps, records read if needed)."""
-        if not isinstance(raw, dict) or raw.get("format") != RAW_FORMAT:
-            return False
-        apps = [app_data.get("app") for app_data in raw.get("apps", [])]
+    def _raw_fits(self, raw: dict[str, t.Any]) -> bool:
+        """Whether cached raw data (of the right shape) answers the current options (same apps, records if needed)."""
+        apps = [app_data["app"] for app_data in raw["apps"]]
         if apps != self._wanted_apps():
             return False
         return all(app_data.get("records_read") for app_data in raw["apps"]) or not self._read_records()
@@ -474,7 +615,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         try:
             apps = [reader.app_data(app, self._read_records()) for app in self._wanted_apps()]
         except ModalError as exc:
-            raise AnsibleParserError(f"mngr.modal.modal: {exc.msg}") from exc
+            hint = None if self.get_option("strict") else (
+                "Ansible goes on without this inventory source; set strict: true in it (or ansible-core's "
+                "inventory_any_unparsed_is_failed) to stop the run instead."
+            )
+            raise AnsibleParserError(f"mngr.modal.modal: {exc.msg}", help_text=hint) from exc
         finally:
             session.close()
         return {"format": RAW_FORMAT, "apps": apps}
@@ -485,6 +630,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     # -- hosts, variables and groups -------------------------------------------------------------------
 
+    def _filters(self) -> dict[str, str]:
+        """The ``filters`` option as tag values, normalised exactly as the modules normalise ``tags``."""
+        try:
+            return normalize_user_tags(self.get_option("filters") or {}, "filters")
+        except HostError as exc:
+            raise AnsibleParserError(f"mngr.modal.modal: {exc}") from exc
+
     def _key_dir(self) -> str:
         return os.path.abspath(os.path.expanduser(self.get_option("key_dir") or DEFAULT_KEY_DIR))
 
@@ -492,7 +644,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         prefix = self.get_option("hostvars_prefix") or ""
         strict = self.get_option("strict")
         hosts = select_hosts(
-            raw, dict(self.get_option("filters") or {}), bool(self.get_option("include_stopped")) and self._read_records(),
+            raw, self._filters(), bool(self.get_option("include_stopped")) and self._read_records(),
             self._key_dir(), self.get_option("ssh_user"),
         )
         no_key, no_endpoint, renamed = [], [], []

@@ -19,6 +19,8 @@ Crash safety: between ``snapshot_filesystem`` returning and the record reaching 
 id exists only in the controller's memory. It is therefore first written to a local journal
 (``<key_dir>/.snapshot-journal/``); the journal entry is removed once the record is on the volume, and
 any entry left by a crash is uploaded by the next snapshot of the same host (``recover_journal``).
+Each entry names its owner (host name, pid and the process's start time), so that recovery never takes
+the entry of a run that is still working on it: see :func:`owner_may_be_running` for the rule.
 
 Everything above :class:`VolumeFiles` is pure logic, tested without Modal.
 """
@@ -30,8 +32,10 @@ import io
 import json
 import os
 import re
+import socket
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol
 
 from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
@@ -330,11 +334,79 @@ class SnapshotCatalog:
 
 # --- the local journal -------------------------------------------------------------------------
 
+# How long an entry whose owner cannot be checked (written on another machine sharing the key folder, or by
+# an older version that recorded no owner) is left alone before recovery treats it as a crash leftover.
+# A run keeps its entry only from the moment Modal returns the image until its record is written (a few
+# volume calls), so an hour is far longer than any live run needs.
+JOURNAL_LEASE_SECONDS = 3600
+
+
+def process_start(pid: int) -> str | None:
+    """``<boot id>/<start time in clock ticks>`` of a process, which tells a live process from a later one that
+    reuses its pid; None where /proc does not give it (not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            stat = handle.read()
+        with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as handle:
+            boot_id = handle.read().strip()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may itself contain spaces or ")", so the fields are
+    # counted after the last ")": field 3 (state) is then the first, and field 22 (starttime) the 20th.
+    fields = stat.rpartition(")")[2].split()
+    return f"{boot_id}/{fields[19]}" if len(fields) > 19 else None
+
+
+def current_owner() -> dict[str, Any]:
+    """Who writes a journal entry: this machine's host name, this process's pid and start time."""
+    pid = os.getpid()
+    return {"host": socket.gethostname(), "pid": pid, "started": process_start(pid)}
+
+
+def owner_may_be_running(owner: Any, written_at: float, now: float | None = None) -> bool:
+    """Whether the run that wrote a journal entry may still be working on it, so recovery must leave it alone.
+
+    The rule: an entry written on this machine (same host name) belongs to a live run while its pid exists
+    and, where /proc tells, still has the start time recorded (otherwise the pid was reused by another
+    process). An entry written on another machine, or without a usable owner, cannot be checked: it is
+    treated as live until ``JOURNAL_LEASE_SECONDS`` after it was written.
+    """
+    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
+        pid = owner.get("pid")
+        if isinstance(pid, int) and pid > 0:
+            return _pid_is_owner(pid, owner.get("started"))
+    return (time.time() if now is None else now) - written_at < JOURNAL_LEASE_SECONDS
+
+
+def _pid_is_owner(pid: int, started: Any) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    if started:
+        now_started = process_start(pid)
+        if now_started is not None and now_started != started:
+            return False
+    return True
+
+
+@dataclass
+class JournalEntry:
+    """One journal file: the record it keeps, who wrote it and when (the file's modification time)."""
+
+    record: SnapshotRecord
+    owner: dict[str, Any] | None
+    written_at: float
+
 
 class Journal:
     """Records taken but not yet on the volume, as files under ``<key_dir>/.snapshot-journal/``.
 
     The folder name starts with a dot, which no host name can, so it never collides with a host's key folder.
+    A file holds the record's JSON plus an ``owner`` key (see :func:`current_owner`); the image id is part
+    of the file name, so two runs never write the same file.
     """
 
     def __init__(self, key_dir: str) -> None:
@@ -347,8 +419,10 @@ class Journal:
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         target = self._file(record)
         tmp = f"{target}.tmp{os.getpid()}"
+        data = json.loads(record.to_json())
+        data["owner"] = current_owner()
         with open(tmp, "wb") as handle:
-            handle.write(record.to_json())
+            handle.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -359,31 +433,44 @@ class Journal:
         except FileNotFoundError:
             pass
 
-    def pending(self, host_id: str | None = None) -> list[SnapshotRecord]:
+    def entries(self, host_id: str | None = None) -> list[JournalEntry]:
+        """The readable entries (of one host, or of all); unreadable files are skipped."""
         try:
             names = sorted(os.listdir(self.path))
         except OSError:
             return []
-        records = []
+        entries = []
         for filename in names:
             if not filename.endswith(".json") or (host_id and not filename.startswith(f"{host_id}--")):
                 continue
+            path = os.path.join(self.path, filename)
             try:
-                with open(os.path.join(self.path, filename), "rb") as handle:
-                    records.append(SnapshotRecord.from_json(handle.read()))
+                with open(path, "rb") as handle:
+                    raw = handle.read()
+                written_at = os.path.getmtime(path)
+                record = SnapshotRecord.from_json(raw)
             except (OSError, ValueError):
                 continue
-        return records
+            owner = json.loads(raw).get("owner")
+            entries.append(JournalEntry(record, owner if isinstance(owner, dict) else None, written_at))
+        return entries
+
+    def pending(self, host_id: str | None = None) -> list[SnapshotRecord]:
+        return [entry.record for entry in self.entries(host_id)]
 
 
 def recover_journal(catalog: SnapshotCatalog, journal: Journal, host_id: str | None = None) -> list[SnapshotRecord]:
     """Upload records a crashed run left in the journal; return those recorded now.
 
-    A journal entry whose name is taken on the volume by another image is kept out of the catalog and
-    reported in a warning with its image id, so the image can still be restored by id.
+    Entries whose run may still be running (:func:`owner_may_be_running`) are not touched: that run
+    records them itself. A journal entry whose name is taken on the volume by another image is kept out
+    of the catalog and reported in a warning with its image id, so the image can still be restored by id.
     """
     recovered = []
-    for record in journal.pending(host_id):
+    for entry in journal.entries(host_id):
+        if owner_may_be_running(entry.owner, entry.written_at):
+            continue
+        record = entry.record
         if catalog.add(record, overwrite=False):
             recovered.append(record)
         else:
@@ -425,9 +512,12 @@ def take_snapshot(call: Callable[..., Any], catalog: SnapshotCatalog, journal: J
     candidates = [base] if name else [base] + [f"{base}-{n}" for n in range(2, MAX_DEFAULT_NAME_SUFFIX + 1)]
     for candidate in candidates:
         if candidate != record.name:
-            journal.clear(record)
+            # The entry under the new name is written before the old one is removed, so a crash in
+            # between still leaves the image id in the journal.
+            previous = replace(record)
             record.name = candidate
             journal.write(record)
+            journal.clear(previous)
         if catalog.add(record, overwrite=overwrite):
             journal.clear(record)
             return record, True

@@ -88,7 +88,9 @@ notes:
     costing storage until then. Note its RV(modal_snapshot.id) first if you may still need it.
   - If the controller dies after Modal took the snapshot but before the record was written, the image id is in
     a journal under O(key_dir) (C(.snapshot-journal/)); the next snapshot of the same host from this controller
-    records it.
+    records it. A journal entry names the run that wrote it (host name, process id and start time), and is
+    never recorded by another run while that run is alive; an entry written on another machine sharing
+    O(key_dir) is left alone for an hour after it was written.
 seealso:
   - module: mngr.modal.modal_snapshot_info
   - module: mngr.modal.modal_sandbox
@@ -292,9 +294,10 @@ class ModalSnapshotModule(ModalModule):
     def present(self) -> dict[str, Any]:
         params = self.params
         host, store = self.find_host(include_destroyed=False)
-        name = params["name"] or default_snapshot_name()
         catalog = self.catalog(create=not self.check_mode)
-        existing = catalog.get(host.host_id, name)
+        # Only a named snapshot can already exist: a run without a name always takes a new snapshot, even
+        # when another run recorded the default name of this second (this one then gets a -2, -3... suffix).
+        existing = catalog.get(host.host_id, params["name"]) if params["name"] else None
         self.flush_catalog_warnings(catalog)
         if existing is not None and not params["force"]:
             self.diff["before"] = self.diff["after"] = existing.result(host.name)
@@ -307,7 +310,7 @@ class ModalSnapshotModule(ModalModule):
             )
         self.changed = True
         self.diff["before"] = existing.result(host.name) if existing else {}
-        planned = {"name": name, "id": None, "host": host.name, "host_id": host.host_id, "created_at": None,
+        planned = {"name": params["name"] or default_snapshot_name(), "id": None, "host": host.name, "host_id": host.host_id, "created_at": None,
                    "sandbox_id": host.sandbox.sandbox_id, "kind": "manual", "expires_at": None}
         if self.check_mode:
             self.diff["after"] = planned

@@ -15,6 +15,7 @@ import typing as t
 
 import pytest
 
+from ansible.errors import AnsibleParserError
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, is_trusted_as_template, trust_as_template
@@ -263,6 +264,32 @@ def test_filters_keep_matching_user_tags_only(tmp_path):
     assert sorted(inventory.hosts) == ["web1", "web2"]
 
 
+@pytest.mark.parametrize("filters", [{"version": 2}, {"version": "2"}, {"flag": True}, {"flag": "true"},
+                                     {"ratio": 0.5}, {"version": 2, "flag": True}])
+def test_filters_compare_values_as_the_modules_compare_tags(tmp_path, filters):
+    """``filters: {version: 2}`` matches what ``modal_sandbox_info tags: {version: 2}`` matches."""
+    raw = raw_data(("shop", [sandbox("sb-1", "host-1", "tagged", version="2", flag="true", ratio="0.5"),
+                             sandbox("sb-2", "host-2", "other", version="3", flag="false", ratio="1")], []))
+    plugin = make_plugin(tmp_path, fetch=lambda: raw, filters=filters)
+    assert sorted(populate(plugin).hosts) == ["tagged"]
+    module_view = _hosts.filter_hosts(
+        [_hosts.Host("host-1", "tagged", {"version": "2", "flag": "true", "ratio": "0.5"})],
+        tags=_hosts.normalize_user_tags(filters, "tags"))
+    assert [host.name for host in module_view] == ["tagged"]
+
+
+@pytest.mark.parametrize("filters, fragment", [
+    ({"role": ["web", "db"]}, "filters value of 'role' must be a string or a number, got list"),
+    ({"role": {"a": 1}}, "filters value of 'role' must be a string or a number, got dict"),
+    ({"bad key": "x"}, "'bad key'"),
+])
+def test_bad_filters_are_an_error_naming_the_value(tmp_path, filters, fragment):
+    plugin = make_plugin(tmp_path, filters=filters)
+    with pytest.raises(AnsibleParserError) as info:
+        populate(plugin)
+    assert fragment in str(info.value)
+
+
 def test_foreign_sandboxes_without_identity_tags_are_ignored(tmp_path):
     raw = raw_data(("shop", [sandbox("sb-1", "host-1", "web1"), {"id": "sb-x", "created_at": 1.0, "tags": {"team": "x"},
                                                                  "ssh": None, "gpu": None}], []))
@@ -431,6 +458,50 @@ def test_cached_data_for_other_apps_is_not_used(tmp_path):
     plugin.inventory = InventoryData()
     populate(plugin)
     assert len(plugin.fetch_calls) == 2
+
+
+def _shop(**changes: t.Any) -> dict[str, t.Any]:
+    """One app of raw data with ``changes`` applied to it: for caches of the wrong shape."""
+    app = {"app": "shop", "found": True, "records_read": True,
+           "sandboxes": [sandbox("sb-1", "host-1", "web1")], "records": [record("host-1", "web1", sandbox_id="sb-1")]}
+    app.update(changes)
+    return {"format": RAW_FORMAT, "apps": [app]}
+
+
+@pytest.mark.parametrize("cached, fragment", [
+    ("not even a mapping", "it is a str, not a mapping"),
+    ({"format": RAW_FORMAT + 1, "apps": []}, f"its format is {RAW_FORMAT + 1}"),
+    ({"format": RAW_FORMAT, "apps": "shop"}, "'apps' is not a list"),
+    ({"format": RAW_FORMAT, "apps": ["shop"]}, "apps[0] is a str, not a mapping"),
+    (_shop(sandboxes="sb-1"), "apps[0] has no 'sandboxes' of type list"),
+    (_shop(sandboxes=["sb-1"]), "apps[0] sandboxes[0] is a str, not a mapping"),
+    (_shop(sandboxes=[{"id": "sb-1", "tags": ["mngr_host_id"]}]), "sandboxes[0] has 'tags' ['mngr_host_id']"),
+    (_shop(sandboxes=[dict(sandbox("sb-1", "host-1", "web1"), ssh="127.0.0.1:22")]), "has 'ssh' '127.0.0.1:22'"),
+    (_shop(records=[{"host_id": "host-1"}]), "apps[0] records[0] has no 'name'"),
+    (_shop(records=[record("host-1", "web1", user_tags="role=web")]), "records[0] has 'user_tags' 'role=web'"),
+    (_shop(records=[record("host-1", "web1", ssh_port="22")]), "records[0] has 'ssh_port' '22'"),
+])
+def test_a_cache_of_the_wrong_shape_is_read_again_with_a_warning(tmp_path, monkeypatch, cached, fragment):
+    warnings = []
+    monkeypatch.setattr(plugin_module.display, "warning", warnings.append)
+    plugin = make_plugin(tmp_path, cache=True)
+    plugin._cache[plugin.get_cache_key("/inv/hosts.modal.yml")] = cached
+    inventory = populate(plugin)
+    assert len(plugin.fetch_calls) == 1
+    assert sorted(inventory.hosts) == ["gpu1", "web1", "web2"]
+    assert list(plugin._cache.values()) == [FLEET]
+    cache_warnings = [warning for warning in warnings if "cached data" in warning]
+    assert len(cache_warnings) == 1 and fragment in cache_warnings[0], warnings
+    assert "reading Modal again" in cache_warnings[0]
+
+
+def test_a_cache_of_the_right_shape_gives_no_warning(tmp_path, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(plugin_module.display, "warning", warnings.append)
+    plugin = make_plugin(tmp_path, cache=True)
+    plugin._cache[plugin.get_cache_key("/inv/hosts.modal.yml")] = _shop()
+    assert sorted(populate(plugin).hosts) == ["web1"]
+    assert plugin.fetch_calls == [] and not [warning for warning in warnings if "cached data" in warning]
 
 
 def test_cache_key_depends_on_the_source_path(tmp_path):

@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import datetime
 import json
+import multiprocessing
+import os
+import socket
+import subprocess
 import threading
+import time
 import types
 
 import pytest
 
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+    JOURNAL_LEASE_SECONDS,
     KIND_STOP,
     SNAPSHOT_NAME_MAX_LENGTH,
     Journal,
@@ -23,6 +29,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     VolumeFiles,
     default_snapshot_name,
     new_record,
+    process_start,
     recover_journal,
     snapshot_path,
     take_snapshot,
@@ -278,15 +285,47 @@ def test_parallel_snapshots_all_survive(tmp_path):
     assert len({r.image_id for r in catalog.list("host-a")}) == 10
 
 
-def test_a_crash_before_the_write_is_recovered_from_the_journal(tmp_path):
+def crash_in_a_child_process(journal, name="s"):
+    """take_snapshot in a process of its own that dies after Modal returned the image, before the record is written."""
     class CrashingFiles(MemoryFiles):
         def create(self, path, data, overwrite):
-            raise RuntimeError("controller lost its connection")
+            os._exit(3)  # the controller dies: no exception handler, no cleanup
 
-    journal = Journal(str(tmp_path))
-    with pytest.raises(RuntimeError):
+    def child():
         take_snapshot(direct_call, SnapshotCatalog(CrashingFiles()), journal, FakeSandbox(), "host-a", "alpha", {},
-                      name="s")
+                      name=name)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join()
+    assert process.exitcode == 3
+
+
+def a_dead_pid():
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def set_owner(journal, owner, age=0.0):
+    """Rewrite the owner of the (only) journal entry, and make it ``age`` seconds old."""
+    [filename] = [f for f in os.listdir(journal.path) if f.endswith(".json")]
+    path = os.path.join(journal.path, filename)
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    if owner is None:
+        data.pop("owner", None)
+    else:
+        data["owner"] = owner
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+    moment = time.time() - age
+    os.utime(path, (moment, moment))
+
+
+def test_a_crash_before_the_write_is_recovered_from_the_journal(tmp_path):
+    journal = Journal(str(tmp_path))
+    crash_in_a_child_process(journal)
     pending = journal.pending("host-a")
     assert [(r.name, r.image_id) for r in pending] == [("s", "im-1")]
     assert journal.pending("host-b") == []
@@ -298,9 +337,59 @@ def test_a_crash_before_the_write_is_recovered_from_the_journal(tmp_path):
     assert journal.pending() == []
 
 
+def test_journal_entries_name_their_owner(tmp_path):
+    journal = Journal(str(tmp_path))
+    journal.write(record("s"))
+    [entry] = journal.entries()
+    assert entry.owner["pid"] == os.getpid() and entry.owner["host"] == socket.gethostname()
+    assert entry.owner["started"] == process_start(os.getpid())
+    assert entry.record == record("s")
+
+
+def test_recovery_leaves_the_entry_of_a_live_run_alone(tmp_path):
+    """A run between snapshot_filesystem and its record write: another run's recovery must not take its entry."""
+    journal = Journal(str(tmp_path))
+    journal.write(record("s", image_id="im-live"))  # written by this process, which is alive
+    catalog, files = catalog_with()
+    assert recover_journal(catalog, journal) == []
+    assert files.files == {}
+    assert [r.image_id for r in journal.pending()] == ["im-live"]
+
+
+@pytest.mark.parametrize(
+    "owner, age, recovered",
+    [
+        ("dead pid on this machine", 0, True),
+        ("reused pid on this machine", 0, True),
+        ("another machine, fresh", 0, False),
+        ("another machine, older than the lease", JOURNAL_LEASE_SECONDS + 60, True),
+        ("no owner, fresh", 0, False),
+        ("no owner, older than the lease", JOURNAL_LEASE_SECONDS + 60, True),
+    ],
+)
+def test_recovery_takes_only_entries_whose_run_is_over(tmp_path, owner, age, recovered):
+    owners = {
+        "dead pid on this machine": {"host": socket.gethostname(), "pid": a_dead_pid(), "started": None},
+        "reused pid on this machine": {"host": socket.gethostname(), "pid": os.getpid(), "started": "boot/1"},
+        "another machine, fresh": {"host": "another-controller.invalid", "pid": os.getpid(), "started": None},
+        "another machine, older than the lease": {"host": "another-controller.invalid", "pid": 1, "started": None},
+        "no owner, fresh": None,
+        "no owner, older than the lease": None,
+    }
+    if owner.startswith("reused") and process_start(os.getpid()) is None:
+        pytest.skip("/proc does not give process start times here")
+    journal = Journal(str(tmp_path))
+    journal.write(record("s", image_id="im-lost"))
+    set_owner(journal, owners[owner], age)
+    catalog, _files = catalog_with()
+    assert [r.image_id for r in recover_journal(catalog, journal)] == (["im-lost"] if recovered else [])
+    assert journal.pending() == ([] if recovered else [record("s", image_id="im-lost")])
+
+
 def test_recovery_does_not_replace_a_record_of_another_image(tmp_path):
     journal = Journal(str(tmp_path))
     journal.write(record("s", image_id="im-lost"))
+    set_owner(journal, {"host": socket.gethostname(), "pid": a_dead_pid(), "started": None})
     catalog, _files = catalog_with(record("s", image_id="im-other"))
     assert recover_journal(catalog, journal) == []
     assert catalog.get("host-a", "s").image_id == "im-other"

@@ -1,14 +1,22 @@
 # Copyright (c) 2026, the mngr.modal authors
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""modal_snapshot and modal_snapshot_info logic that needs no Modal: input checks and result shapes."""
+"""modal_snapshot and modal_snapshot_info logic that needs no Modal: input checks, result shapes, decisions."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import HostError, HostRecord
-from ansible_collections.mngr.modal.plugins.module_utils._snapshots import SnapshotError, SnapshotRecord
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import Host, HostError, HostRecord, LiveSandbox
+from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+    MemoryFiles,
+    SnapshotCatalog,
+    SnapshotError,
+    SnapshotRecord,
+    default_snapshot_name,
+)
 from ansible_collections.mngr.modal.plugins.modules.modal_snapshot import ModalSnapshotModule
 from ansible_collections.mngr.modal.plugins.modules.modal_snapshot_info import host_views, snapshot_item
 
@@ -73,3 +81,32 @@ def test_info_items_use_the_current_host_name_and_state():
     orphan = SnapshotRecord(name="s", image_id="im-2", host_id="h3", host_name="unknown-host")
     assert snapshot_item(orphan, views)["host"] == "unknown-host"
     assert snapshot_item(orphan, views)["host_state"] == "unknown"
+
+
+class SnapshotRunWithoutModal(ModalSnapshotModule):
+    """present() with the host, the catalog and the session replaced by in-memory ones."""
+
+    def __init__(self, catalog, key_dir, **params):
+        super().__init__(FakeModule(**params))
+        self._catalog = catalog
+        self.session = types.SimpleNamespace(key_dir=key_dir, call=lambda fn, *args, **kwargs: fn(*args, **kwargs))
+        sandbox = types.SimpleNamespace(
+            object_id="sb-1", snapshot_filesystem=lambda timeout, ttl: types.SimpleNamespace(object_id="im-new"))
+        self.host = Host("host-a", "web", {}, sandbox=LiveSandbox("sb-1", {}, _handle=sandbox))
+
+    def find_host(self, include_destroyed):
+        return self.host, None
+
+    def catalog(self, create):
+        return self._catalog
+
+
+def test_a_run_without_a_name_takes_its_own_snapshot_when_another_run_took_the_default_name(tmp_path):
+    """Another run recorded snapshot-<this second>: this run must not report that one as its own."""
+    taken = SnapshotRecord(name=default_snapshot_name(), image_id="im-other", host_id="host-a", host_name="web")
+    catalog = SnapshotCatalog(MemoryFiles({taken.path: taken.to_json()}))
+    run = SnapshotRunWithoutModal(catalog, str(tmp_path), host="web", wait=False)
+    result = run.present()
+    assert run.changed is True
+    assert result["id"] == "im-new" and result["name"] != taken.name
+    assert sorted(r.image_id for r in catalog.list("host-a")) == ["im-new", "im-other"]
