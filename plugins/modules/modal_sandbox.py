@@ -609,7 +609,7 @@ class ModalSandboxModule(ModalModule):
         self._check_on_controller(building=True)
         if params["ssh_public_key"] is not None:
             key = params["ssh_public_key"].strip()
-            if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$", key) or "\n" in key:
+            if not re.fullmatch(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?", key) or "\n" in key:
                 raise HostError(f"ssh_public_key is not one OpenSSH public key line: {key[:60]!r}")
 
     def _check_on_controller(self, building: bool) -> None:
