@@ -444,12 +444,19 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     state_volume_name,
     validate_host_name,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
+    NameReservations,
+    Reservation,
+    evidence_from,
+    is_stale,
+)
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     KIND_STOP,
     Journal,
     SnapshotCatalog,
     SnapshotError,
     SnapshotRecord,
+    VolumeFiles,
     recover_journal,
     take_snapshot,
     validate_snapshot_name,
@@ -459,8 +466,11 @@ from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     CLIENT_KEY,
     HOST_KEY,
     INSTALL_OPENSSH_COMMAND,
+    LOCK_TIMEOUT_SECONDS,
     SSH_PORT,
     KeyFolder,
+    KeyFolderBusy,
+    KeyStore,
     SshNotReady,
     bootstrap_env,
     bootstrap_script,
@@ -574,6 +584,7 @@ class ModalSandboxModule(ModalModule):
         self.requested_tags: dict[str, str] | None = None
         self.dockerfile_plan: DockerfilePlan | None = None
         self._catalog: SnapshotCatalog | None = None
+        self._reservations: NameReservations | None = None
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -653,6 +664,29 @@ class ModalSandboxModule(ModalModule):
         self.directory = HostDirectory(session, app, store)
         return self.directory
 
+    @property
+    def keys(self) -> KeyStore:
+        """The key folders of this app and environment under key_dir."""
+        session = self.session
+        return KeyStore(session.key_dir, session.app_name, session.environment)
+
+    def reservations(self, create: bool = True) -> NameReservations:
+        """The app's host name reservations (on its state volume; see _reservations)."""
+        if self._reservations is None:
+            files = VolumeFiles(self.session, state_volume_name(self.session.app_name), create)
+            self._reservations = NameReservations(files)
+        return self._reservations
+
+    def _evidence(self, host_id: str) -> Any:
+        """What Modal says now about a host that holds a name: its record and live sandboxes."""
+        return evidence_from(self.directory.store.get(host_id), self.directory.tagged_sandbox_ids(host_id))
+
+    def _release_names(self, host_id: str, *names: str | None) -> None:
+        """Give up the names ``host_id`` no longer has (its old name after a rename; every name once destroyed)."""
+        reservations = self.reservations(create=False)
+        for name in {name for name in names if name}:
+            reservations.release(name, host_id)
+
     def describe(self, host: Host | None) -> dict[str, Any]:
         """The before/after view used in the diff."""
         if host is None:
@@ -668,11 +702,12 @@ class ModalSandboxModule(ModalModule):
     def result_for(self, host: Host | None, name: str, state: str | None = None) -> dict[str, Any]:
         session = self.session
         if host is None:
-            return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name)
+            return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name,
+                               session.environment)
         spec = host.record.spec if host.record else {}
         sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
         return host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
-                           host.ssh_endpoint, session.key_dir, session.app_name)
+                           host.ssh_endpoint, session.key_dir, session.app_name, session.environment)
 
     # --- absent ---------------------------------------------------------------------------------
 
@@ -687,13 +722,17 @@ class ModalSandboxModule(ModalModule):
         self.changed = True
         if not self.check_mode:
             self._terminate_all(host.host_id)
+            previous_name = None
             if host.record is not None:
+                previous_name = host.record.previous_name
                 host.record.status = STATUS_DESTROYED
                 host.record.sandbox_id = None
                 directory.store.put(host.record)
-            folder = KeyFolder.locate(self.session.key_dir, host.name, host.host_id)
+            self._release_names(host.host_id, host.name, previous_name)
+            folder = self.keys.find(host.host_id, host.name, (previous_name,))
             if folder is not None:
-                folder.remove()
+                with folder.locked(LOCK_TIMEOUT_SECONDS):
+                    folder.remove(host.host_id)
         result = self.result_for(host, host.name, "absent")
         result["sandbox_id"] = None
         return result
@@ -769,10 +808,9 @@ class ModalSandboxModule(ModalModule):
         extra_key = params["ssh_public_key"].strip() if params["ssh_public_key"] else None
         authorized = list(host.record.authorized_keys) if host.record else []
         key_change = extra_key is not None and extra_key not in authorized
-        folder = KeyFolder.locate(self.session.key_dir, name, host.host_id,
-                                  (host.name, host.record.previous_name if host.record else None))
-        repair = host.tags_out_of_date or (host.record is not None and host.record.previous_name is not None) or (
-            folder is not None and folder.name != name)
+        previous_name = host.record.previous_name if host.record else None
+        folder = self.keys.find(host.host_id, name, (host.name, previous_name), migrate=not self.check_mode)
+        repair = host.tags_out_of_date or previous_name is not None
         self.changed = renaming or tags_change or key_change or repair
 
         after_host = Host(host.host_id, name, desired_tags, record=host.record, sandbox=host.sandbox,
@@ -785,6 +823,14 @@ class ModalSandboxModule(ModalModule):
             return self._finish_existing(after_host, folder)
 
         record = host.record
+        # 0. The new name, reserved on the state volume: a run renaming or creating onto it at the same time loses.
+        if renaming:
+            holder = self.reservations().reserve(name, host.host_id, self._evidence)
+            if holder.host_id != host.host_id:
+                self.module.fail_json(
+                    msg=f"cannot rename host {host.name} to {name}: another run took the name {name} at the same time "
+                        f"({holder.describe()}). Nothing was changed; choose another new_name."
+                )
         # 1. The record first: from here on the host is found under its new name (see _hosts.Host).
         if record is not None and (renaming or tags_change or key_change or record.previous_name):
             if renaming:
@@ -800,17 +846,16 @@ class ModalSandboxModule(ModalModule):
             host.sandbox.handle.set_tags,
             encode_sandbox_tags(host.host_id, name, desired_tags, format_endpoint(*endpoint) if endpoint else None),
         )
-        # 3. The key folder and its known_hosts comment.
-        if folder is not None and folder.name != name:
-            folder = folder.move_to(name)
+        # 3. The known_hosts comment (the key folder is named after the host id, so it stays where it is).
         if folder is not None and endpoint is not None:
             folder.pin(*endpoint)
         if key_change:
             self._append_authorized_key(host.sandbox.handle, extra_key)
-        # 4. The rename is complete.
+        # 4. The rename is complete: the old names are free again.
         if record is not None and record.previous_name is not None:
             record.previous_name = None
             self.directory.store.put(record)
+        self._release_names(host.host_id, *(old for old in (host.name, previous_name) if old != name))
         return self._finish_existing(after_host, folder)
 
     def _finish_existing(self, host: Host, folder: KeyFolder | None) -> dict[str, Any]:
@@ -819,8 +864,9 @@ class ModalSandboxModule(ModalModule):
             host.ssh_endpoint = self._tunnel_endpoint(host.sandbox.handle, 30)
         if folder is None:
             self.warnings.append(
-                f"the SSH keys of host {host.name} are not in {self.session.key_dir}: they were created on another "
-                "controller; copy that host's key folder here to reach it over SSH"
+                f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: the "
+                "host was created with another key_dir or on another controller, or its key folder was removed. "
+                f"Copy its key folder ({self.keys.folder_for(host.host_id, host.name).path}) here to reach it over SSH"
             )
         elif not self.check_mode and host.ssh_endpoint is not None:
             folder.pin(*host.ssh_endpoint)
@@ -995,13 +1041,13 @@ class ModalSandboxModule(ModalModule):
                     "Start it from another snapshot (snapshot: HOST/NAME or an image id), or destroy it "
                     "(state=absent) and create it again."
             )
-        folder = KeyFolder.locate(self.session.key_dir, host.name, host.host_id,
-                                  (record.previous_name,) if record and record.previous_name else ())
+        folder = self.keys.find(host.host_id, host.name, (record.previous_name if record else None,),
+                                migrate=not self.check_mode)
         if folder is None:
             self.module.fail_json(
-                msg=f"the SSH keys of host {host.name} are not in {self.session.key_dir}: start it from the "
-                    "controller that created it, or copy its key folder here (a host keeps its keys across starts, "
-                    "so that its pinned host key stays valid)"
+                msg=f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: "
+                    "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
+                    "across starts, so that its pinned host key stays valid)"
             )
         return self.create(name, lost=host, source=source, folder=folder)
 
@@ -1042,11 +1088,16 @@ class ModalSandboxModule(ModalModule):
             self.diff["after"]["snapshot"] = source.name
         if self.check_mode:
             result = host_result(lost.host_id if lost else None, name, "running", user_tags, spec, None, None,
-                                 self.session.key_dir, self.session.app_name)
+                                 self.session.key_dir, self.session.app_name, self.session.environment)
             if source is not None:
                 result["snapshot"] = source.result()
             return result
 
+        if lost is None:
+            # Fail fast, before building anything, when another run holds the name.
+            holder = self._claimant(name)
+            if holder is not None:
+                return self._name_taken(name, holder)
         host_id = lost.host_id if lost else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
         if source is not None:
@@ -1055,13 +1106,27 @@ class ModalSandboxModule(ModalModule):
             if self.dockerfile_plan is not None:
                 self.warnings.extend(self.dockerfile_plan.warnings)
             image = self._build_image()
-        if folder is None:
-            folder = KeyFolder(self.session.key_dir, name)
-            if os.path.exists(folder.path) and folder.host_id() != host_id:
-                # A folder left by a destroyed host of the same name (live hosts were checked above): new keys.
-                folder.remove()
-        elif folder.name != name:
-            folder = folder.move_to(name)
+        # A new host gets a new folder (named after its new id); another run on this controller that wants the
+        # same host waits for this lock, so it finds the keys complete (see _name_taken).
+        folder = folder or self.keys.folder_for(host_id, name)
+        folder.name = name
+        holder = None
+        try:
+            with folder.locked(LOCK_TIMEOUT_SECONDS, create=lost is None):
+                if lost is None:
+                    holder = self.reservations().reserve(name, host_id, self._evidence)
+                    if holder.host_id != host_id:
+                        folder.remove(host_id)  # ours, still empty: this run creates nothing
+                if holder is None or holder.host_id == host_id:
+                    return self._launch(name, host_id, lost, source, folder, image, spec, user_tags)
+        except KeyFolderBusy as exc:
+            self.module.fail_json(msg=f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
+        return self._name_taken(name, holder)
+
+    def _launch(self, name: str, host_id: str, lost: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
+                image: Any, spec: dict[str, Any], user_tags: dict[str, str]) -> dict[str, Any]:
+        """Keys, record, sandbox, bootstrap: the part of a create that runs holding the host's name and key folder."""
+        params = self.params
         folder.ensure(host_id)
         extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
         if lost is not None and lost.record is not None:
@@ -1095,10 +1160,49 @@ class ModalSandboxModule(ModalModule):
                 raise CreateFailure(exc.msg, code=exc.code) from exc
             raise CreateFailure(f"creating host {name} failed: {exc}") from exc
         result = host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
-                             self.session.key_dir, self.session.app_name)
+                             self.session.key_dir, self.session.app_name, self.session.environment)
         if source is not None:
             result["snapshot"] = source.result()
         return result
+
+    def _claimant(self, name: str) -> Reservation | None:
+        """The reservation by which another host still holds ``name``, or None when the name is free."""
+        holder = self.reservations().holder(name)
+        if holder is None or is_stale(holder, self._evidence(holder.host_id)):
+            return None
+        return holder
+
+    def _name_taken(self, name: str, holder: Reservation) -> dict[str, Any]:
+        """Another run created a host named ``name`` at the same time: use that host, or fail touching nothing.
+
+        With that host's keys on this controller, wait until the other run is done with them (its lock on the key
+        folder), then treat the host like any existing one. Without them this run could not reach the host.
+        """
+        folder = self.keys.find(holder.host_id, name)
+        if folder is None:
+            self.module.fail_json(
+                msg=f"host name {name} is taken in app {self.session.app_name} by another run at the same time "
+                    f"({holder.describe()}), and that host's SSH keys are not in {self.session.key_dir}. Nothing was "
+                    f"created. Use the host from the controller that created it, or choose another name."
+            )
+        try:
+            with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
+                pass
+        except (KeyFolderBusy, FileNotFoundError) as exc:
+            self.module.fail_json(msg=f"host {name} is being created by another run on this controller "
+                                      f"({holder.describe()}): {exc}. Nothing was created; rerun when it is done.")
+        self.directory.forget()
+        host = find_host(self.directory.hosts(), name)
+        if host is None or host.host_id != holder.host_id:
+            self.module.fail_json(
+                msg=f"another run was creating host {name} at the same time ({holder.describe()}) and did not finish "
+                    "it. Nothing was created by this run; run the task again."
+            )
+        self.warnings.append(f"host {name} was created by another run at the same time ({holder.describe()}); this "
+                             "run uses that host")
+        if host.sandbox is None:
+            return self.start(host, name)
+        return self.update(host, name)
 
     def _sweep_duplicates(self, host_id: str, keep: str) -> None:
         """Terminate any other sandbox of this host: a retried create whose first attempt did reach Modal."""
@@ -1129,7 +1233,11 @@ class ModalSandboxModule(ModalModule):
         except ModalError:
             pass
         if not keep_keys:
-            folder.remove()
+            folder.remove(host_id)
+            try:
+                self._release_names(host_id, record.name)
+            except (ModalError, SnapshotError):
+                pass
 
     def _build_image(self) -> Any:
         """Build the image before any sandbox exists, so a failed build can leave nothing behind."""

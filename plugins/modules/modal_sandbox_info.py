@@ -183,7 +183,7 @@ class ModalSandboxInfoModule(ModalModule):
             spec = host.record.spec if host.record else {}
             sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
             results.append(host_result(host.host_id, host.name, host.state, host.user_tags, spec, sandbox_id,
-                                       endpoint, session.key_dir, session.app_name))
+                                       endpoint, session.key_dir, session.app_name, session.environment))
         return results
 
     def _endpoint_from_modal(self, handle: Any) -> tuple[str, int] | None:
