@@ -306,6 +306,10 @@ class KeyStore:
             return legacy
         return self._migrate(legacy, own)
 
+    def is_older_layout(self, folder: KeyFolder) -> bool:
+        """True for a folder of the older layout (``<key_dir>/<host name>/``), which ``find(migrate=True)`` moves."""
+        return os.path.dirname(folder.path) == self.key_dir
+
     def _entries(self, keep: Callable[[str], bool]) -> list[str]:
         try:
             return sorted(entry for entry in os.listdir(self.key_dir) if keep(entry))

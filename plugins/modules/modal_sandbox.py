@@ -809,8 +809,10 @@ class ModalSandboxModule(ModalModule):
         authorized = list(host.record.authorized_keys) if host.record else []
         key_change = extra_key is not None and extra_key not in authorized
         previous_name = host.record.previous_name if host.record else None
-        folder = self.keys.find(host.host_id, name, (host.name, previous_name), migrate=not self.check_mode)
-        repair = host.tags_out_of_date or previous_name is not None
+        folder = self.keys.find(host.host_id, name, (host.name, previous_name))
+        # A key folder of the older layout is moved into the current one (see _ssh.KeyStore): a change, made below.
+        migrate = folder is not None and self.keys.is_older_layout(folder)
+        repair = host.tags_out_of_date or previous_name is not None or migrate
         self.changed = renaming or tags_change or key_change or repair
 
         after_host = Host(host.host_id, name, desired_tags, record=host.record, sandbox=host.sandbox,
@@ -846,7 +848,9 @@ class ModalSandboxModule(ModalModule):
             host.sandbox.handle.set_tags,
             encode_sandbox_tags(host.host_id, name, desired_tags, format_endpoint(*endpoint) if endpoint else None),
         )
-        # 3. The known_hosts comment (the key folder is named after the host id, so it stays where it is).
+        # 3. The known_hosts comment (the key folder is named after the host id, so a rename does not move it).
+        if migrate:
+            folder = self.keys.find(host.host_id, name, (host.name, previous_name), migrate=True)
         if folder is not None and endpoint is not None:
             folder.pin(*endpoint)
         if key_change:
@@ -869,6 +873,14 @@ class ModalSandboxModule(ModalModule):
                 f"Copy its key folder ({self.keys.folder_for(host.host_id, host.name).path}) here to reach it over SSH"
             )
         elif not self.check_mode and host.ssh_endpoint is not None:
+            if host.record is None:
+                # A host known from its sandbox's tags only may still be in the middle of its create by another run
+                # on this controller: wait until that run is done with the keys.
+                try:
+                    with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
+                        pass
+                except (KeyFolderBusy, FileNotFoundError) as exc:
+                    self.module.fail_json(msg=f"host {host.name} is being created by another run: {exc}")
             folder.pin(*host.ssh_endpoint)
             if self.params["wait"]:
                 try:
