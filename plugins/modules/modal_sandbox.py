@@ -40,7 +40,11 @@ options:
     description:
       - Name of the host. Unique among the hosts of the app that are not destroyed.
       - Letters, digits, V(-), V(_) and V(.), starting with a letter or a digit, at most 63 characters. The name is used
-        in sandbox tags and as the host's folder name under O(key_dir).
+        in sandbox tags.
+      - Creating a host, or renaming one with O(new_name), first reserves the name on the app's state volume, so two
+        runs doing it at the same time (on one controller or on several) cannot make two hosts of one name. The run
+        that loses uses the other run's host when that host's keys are in its O(key_dir), and otherwise fails at once
+        without creating or changing anything.
     type: str
     required: true
   state:
@@ -378,17 +382,19 @@ modal_sandbox:
           type: str
           sample: root
         private_key_file:
-          description: Client private key on the controller.
+          description: Client private key on the controller (V(null) in check mode for a host not created yet).
           type: str
-          sample: /home/me/.mngr-modal/keys/trainer/id_ed25519
+          sample: /home/me/.mngr-modal/keys/mngr-modal@default/host-3f2a0c4e5b6d47e8a9b0c1d2e3f4a5b6/id_ed25519
         known_hosts_file:
-          description: The host's pinned known_hosts file on the controller.
+          description: The host's pinned known_hosts file on the controller (V(null) like RV(modal_sandbox.ssh.private_key_file)).
           type: str
-          sample: /home/me/.mngr-modal/keys/trainer/known_hosts
+          sample: /home/me/.mngr-modal/keys/mngr-modal@default/host-3f2a0c4e5b6d47e8a9b0c1d2e3f4a5b6/known_hosts
         common_args:
-          description: Value for C(ansible_ssh_common_args) that enforces the pinned host key.
+          description:
+            - Value for C(ansible_ssh_common_args) that enforces the pinned host key.
+            - V(null) like RV(modal_sandbox.ssh.private_key_file).
           type: str
-          sample: -o UserKnownHostsFile=/home/me/.mngr-modal/keys/trainer/known_hosts -o StrictHostKeyChecking=yes
+          sample: -o UserKnownHostsFile=/home/me/.mngr-modal/keys/mngr-modal@default/host-3f2a.../known_hosts -o StrictHostKeyChecking=yes
         host_key_checking:
           description:
             - Always V(true). Value for C(ansible_ssh_host_key_checking), so that Ansible does not put
