@@ -39,7 +39,11 @@ options:
   key_dir:
     description:
       - Folder on the controller where each host's SSH client key, host key and pinned C(known_hosts) file are kept,
-        one sub-folder per host (folders mode 0700, keys mode 0600).
+        one sub-folder per host, C(<key_dir>/<app>@<environment>/<host_id>/) (C(default) as environment when
+        O(environment) is not set). Folders the collection creates get mode 0700, keys mode 0600; an existing
+        O(key_dir) keeps its mode.
+      - Key folders of earlier versions, C(<key_dir>/<host name>/), are still used, and moved into this layout the
+        first time M(mngr.modal.modal_sandbox) runs on their host.
       - When unset, the environment variable E(MNGR_MODAL_KEY_DIR), else C(~/.mngr-modal/keys) of the user
         running Ansible.
     type: path

@@ -219,7 +219,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     state_volume_name,
     validate_host_name,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyFolder, ssh_common_args
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyStore, ssh_common_args
 
 display = Display()
 
@@ -480,9 +480,10 @@ def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: 
     endpoint = host.ssh_endpoint or (tuple(sandbox["ssh"]) if sandbox and sandbox.get("ssh") else None)
     key_found = True
     if host.sandbox is not None:
-        folder = KeyFolder.locate(key_dir, host.name, host.host_id) if host.name else None
+        keys = KeyStore(key_dir, app)
+        folder = keys.find(host.host_id, host.name)
         key_found = folder is not None
-        folder = folder or KeyFolder(key_dir, host.name or host.host_id)
+        folder = folder or keys.folder_for(host.host_id, host.name)
         if endpoint:
             connection["ansible_host"] = endpoint[0]
             connection["ansible_port"] = int(endpoint[1])

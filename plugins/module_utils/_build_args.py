@@ -53,9 +53,10 @@ DEFAULTS: dict[str, t.Any] = {
     "env": {},
 }
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-REGION_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Name patterns are checked with fullmatch: "$" would also accept a value followed by a newline.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
 class BuildArgError(ValueError):
@@ -119,14 +120,14 @@ def _path(key: str, raw: t.Any) -> str:
 
 def _region(raw: t.Any) -> str:
     text = str(raw).strip()
-    if not REGION_NAME.match(text):
+    if not REGION_NAME.fullmatch(text):
         raise BuildArgError(f"region must be a Modal region name such as us-east, got {raw!r}")
     return text
 
 
 def _secret(raw: t.Any) -> str:
     text = str(raw).strip()
-    if not ENV_NAME.match(text):
+    if not ENV_NAME.fullmatch(text):
         raise BuildArgError(
             f"secret must name a local environment variable (letters, digits and _, not starting with a digit), got {raw!r}"
         )
@@ -154,7 +155,7 @@ def _volume(raw: t.Any) -> dict[str, str]:
         name, sep, path = text.partition(":")
         if not sep:
             raise BuildArgError(f"volume {text!r} must be NAME:/absolute/path, e.g. data:/mnt/data")
-    if not VOLUME_NAME.match(name):
+    if not VOLUME_NAME.fullmatch(name):
         raise BuildArgError(
             f"volume name {name!r} in {text!r} must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -166,7 +167,7 @@ def _volume(raw: t.Any) -> dict[str, str]:
 def _key_value(key: str, raw: t.Any, name_pattern: re.Pattern[str], what: str) -> tuple[str, str]:
     text = str(raw)
     name, sep, value = text.partition("=")
-    if not sep or not name_pattern.match(name):
+    if not sep or not name_pattern.fullmatch(name):
         raise BuildArgError(f"{key} entry {text!r} must be NAME=VALUE with NAME a valid {what}")
     return name, value
 

@@ -28,11 +28,9 @@ from typing import Any, Callable, Iterable, Protocol
 from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
 from ansible_collections.mngr.modal.plugins.module_utils._names import validate_name
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
-    CLIENT_KEY,
-    KNOWN_HOSTS,
     SSH_PORT,
     SSH_USER,
-    KeyFolder,
+    KeyStore,
     ssh_common_args,
 )
 
@@ -703,18 +701,24 @@ class HostDirectory:
 
 
 def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str, str], spec: dict[str, Any],
-                sandbox_id: str | None, endpoint: tuple[str, int] | None, key_dir: str, app: str) -> dict[str, Any]:
-    """The shape both modules return for one host (``modal_sandbox`` and each ``modal_sandbox_info`` item)."""
-    folder = KeyFolder.locate(key_dir, name, host_id) if host_id else None
-    folder = folder or KeyFolder(key_dir, name)
-    known_hosts = folder.known_hosts
+                sandbox_id: str | None, endpoint: tuple[str, int] | None, key_dir: str, app: str,
+                environment: str | None = None) -> dict[str, Any]:
+    """The shape both modules return for one host (``modal_sandbox`` and each ``modal_sandbox_info`` item).
+
+    The key paths are those of the host's key folder when this controller has it, else where it would be.
+    """
+    folder = None
+    if host_id:
+        keys = KeyStore(key_dir, app, environment)
+        folder = keys.find(host_id, name) or keys.folder_for(host_id, name)
     ssh = {
         "host": endpoint[0] if endpoint else None,
         "port": endpoint[1] if endpoint else None,
         "user": SSH_USER,
-        "private_key_file": f"{folder.path}/{CLIENT_KEY}",
-        "known_hosts_file": f"{folder.path}/{KNOWN_HOSTS}",
-        "common_args": ssh_common_args(known_hosts),
+        # A host not created yet (check mode) has no id, so no key folder either.
+        "private_key_file": folder.client_key if folder else None,
+        "known_hosts_file": folder.known_hosts if folder else None,
+        "common_args": ssh_common_args(folder.known_hosts) if folder else None,
         # For ansible_ssh_host_key_checking: with host key checking off in Ansible's configuration, Ansible puts
         # StrictHostKeyChecking=no before ansible_ssh_common_args, and ssh keeps the first value of an option.
         "host_key_checking": True,

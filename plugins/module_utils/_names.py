@@ -16,7 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Checked with fullmatch: "$" would also accept the name followed by a newline.
+SAFE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 SAFE_NAME_RULE = "use letters, digits, '-', '_' and '.', starting with a letter or a digit"
 # Longer names are quoted only this far in messages, so one bad value cannot flood a failure message.
 QUOTED_NAME_LENGTH = 40
@@ -33,7 +34,7 @@ def validate_name(name: Any, option: str, kind: str, max_length: int, error: typ
     if len(name) > max_length:
         shown = f"{name[:QUOTED_NAME_LENGTH]!r}..." if len(name) > QUOTED_NAME_LENGTH else repr(name)
         raise error(f"{option} {shown} is {len(name)} characters long; at most {max_length} are allowed.")
-    if not SAFE_NAME_RE.match(name):
+    if not SAFE_NAME_RE.fullmatch(name):
         reason = f"{why}, so " if why else ""
         raise error(f"{option} {name!r} is not a valid {kind}: {reason}{SAFE_NAME_RULE}.")
     return name

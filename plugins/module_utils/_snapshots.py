@@ -48,7 +48,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._names import validate_
 # first character a letter or digit, so no "." or ".."), and a bounded length.
 SNAPSHOT_NAME_MAX_LENGTH = 128
 # Modal image ids look like this; a name of that shape would make "snapshot: NAME|ID" ambiguous.
-_IMAGE_ID_RE = re.compile(r"^im-[A-Za-z0-9]+$")
+_IMAGE_ID_RE = re.compile(r"im-[A-Za-z0-9]+")  # checked with fullmatch
 
 DEFAULT_NAME_PREFIX = "snapshot"
 STOP_NAME_PREFIX = "stop"
@@ -71,13 +71,13 @@ def validate_snapshot_name(name: Any, option: str = "name") -> str:
     """Return ``name`` if it is a valid snapshot name, else raise SnapshotError naming it."""
     validate_name(name, option, "snapshot name", SNAPSHOT_NAME_MAX_LENGTH, SnapshotError,
                   why="it becomes a file name on the state volume (no '/', no '..')")
-    if _IMAGE_ID_RE.match(name):
+    if _IMAGE_ID_RE.fullmatch(name):
         raise SnapshotError(f"{option} {name!r} looks like a Modal image id (im-...); choose a name that does not.")
     return name
 
 
 def is_image_id(ref: str) -> bool:
-    return bool(_IMAGE_ID_RE.match(ref or ""))
+    return bool(_IMAGE_ID_RE.fullmatch(ref or ""))
 
 
 def utc_now() -> datetime.datetime:

@@ -40,7 +40,11 @@ options:
     description:
       - Name of the host. Unique among the hosts of the app that are not destroyed.
       - Letters, digits, V(-), V(_) and V(.), starting with a letter or a digit, at most 63 characters. The name is used
-        in sandbox tags and as the host's folder name under O(key_dir).
+        in sandbox tags.
+      - Creating a host, or renaming one with O(new_name), first reserves the name on the app's state volume, so two
+        runs doing it at the same time (on one controller or on several) cannot make two hosts of one name. The run
+        that loses uses the other run's host when that host's keys are in its O(key_dir), and otherwise fails at once
+        without creating or changing anything.
     type: str
     required: true
   state:
@@ -394,17 +398,19 @@ modal_sandbox:
           type: str
           sample: root
         private_key_file:
-          description: Client private key on the controller.
+          description: Client private key on the controller (V(null) in check mode for a host not created yet).
           type: str
-          sample: /home/me/.mngr-modal/keys/trainer/id_ed25519
+          sample: /home/me/.mngr-modal/keys/mngr-modal@default/host-3f2a0c4e5b6d47e8a9b0c1d2e3f4a5b6/id_ed25519
         known_hosts_file:
-          description: The host's pinned known_hosts file on the controller.
+          description: The host's pinned known_hosts file on the controller (V(null) like RV(modal_sandbox.ssh.private_key_file)).
           type: str
-          sample: /home/me/.mngr-modal/keys/trainer/known_hosts
+          sample: /home/me/.mngr-modal/keys/mngr-modal@default/host-3f2a0c4e5b6d47e8a9b0c1d2e3f4a5b6/known_hosts
         common_args:
-          description: Value for C(ansible_ssh_common_args) that enforces the pinned host key.
+          description:
+            - Value for C(ansible_ssh_common_args) that enforces the pinned host key.
+            - V(null) like RV(modal_sandbox.ssh.private_key_file).
           type: str
-          sample: -o UserKnownHostsFile=/home/me/.mngr-modal/keys/trainer/known_hosts -o StrictHostKeyChecking=yes
+          sample: -o UserKnownHostsFile=/home/me/.mngr-modal/keys/mngr-modal@default/host-3f2a.../known_hosts -o StrictHostKeyChecking=yes
         host_key_checking:
           description:
             - Always V(true). Value for C(ansible_ssh_host_key_checking), so that Ansible does not put
@@ -462,12 +468,19 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     state_volume_name,
     validate_host_name,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
+    NameReservations,
+    Reservation,
+    evidence_from,
+    is_stale,
+)
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     KIND_STOP,
     Journal,
     SnapshotCatalog,
     SnapshotError,
     SnapshotRecord,
+    VolumeFiles,
     recover_journal,
     take_snapshot,
     validate_snapshot_name,
@@ -477,8 +490,11 @@ from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     CLIENT_KEY,
     HOST_KEY,
     INSTALL_HOST_PACKAGES_COMMAND,
+    LOCK_TIMEOUT_SECONDS,
     SSH_PORT,
     KeyFolder,
+    KeyFolderBusy,
+    KeyStore,
     SshNotReady,
     bootstrap_env,
     bootstrap_script,
@@ -592,6 +608,7 @@ class ModalSandboxModule(ModalModule):
         self.requested_tags: dict[str, str] | None = None
         self.dockerfile_plan: DockerfilePlan | None = None
         self._catalog: SnapshotCatalog | None = None
+        self._reservations: NameReservations | None = None
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -630,7 +647,7 @@ class ModalSandboxModule(ModalModule):
         self._check_on_controller(building=True)
         if params["ssh_public_key"] is not None:
             key = params["ssh_public_key"].strip()
-            if not re.match(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?$", key) or "\n" in key:
+            if not re.fullmatch(r"(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-\S+)\s+[A-Za-z0-9+/=]+(\s.*)?", key) or "\n" in key:
                 raise HostError(f"ssh_public_key is not one OpenSSH public key line: {key[:60]!r}")
 
     def _check_on_controller(self, building: bool) -> None:
@@ -674,6 +691,29 @@ class ModalSandboxModule(ModalModule):
         self.directory = HostDirectory(session, app, store)
         return self.directory
 
+    @property
+    def keys(self) -> KeyStore:
+        """The key folders of this app and environment under key_dir."""
+        session = self.session
+        return KeyStore(session.key_dir, session.app_name, session.environment)
+
+    def reservations(self, create: bool = True) -> NameReservations:
+        """The app's host name reservations (on its state volume; see _reservations)."""
+        if self._reservations is None:
+            files = VolumeFiles(self.session, state_volume_name(self.session.app_name), create)
+            self._reservations = NameReservations(files)
+        return self._reservations
+
+    def _evidence(self, host_id: str) -> Any:
+        """What Modal says now about a host that holds a name: its record and live sandboxes."""
+        return evidence_from(self.directory.store.get(host_id), self.directory.tagged_sandbox_ids(host_id))
+
+    def _release_names(self, host_id: str, *names: str | None) -> None:
+        """Give up the names ``host_id`` no longer has (its old name after a rename; every name once destroyed)."""
+        reservations = self.reservations(create=False)
+        for name in {name for name in names if name}:
+            reservations.release(name, host_id)
+
     def describe(self, host: Host | None, whole_spec: bool = False) -> dict[str, Any]:
         """The before/after view used in the diff.
 
@@ -696,11 +736,12 @@ class ModalSandboxModule(ModalModule):
     def result_for(self, host: Host | None, name: str, state: str | None = None) -> dict[str, Any]:
         session = self.session
         if host is None:
-            return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name)
+            return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name,
+                               session.environment)
         spec = host.record.spec if host.record else {}
         sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
         result = host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
-                             host.ssh_endpoint, session.key_dir, session.app_name)
+                             host.ssh_endpoint, session.key_dir, session.app_name, session.environment)
         if result["state"] == "ended":
             result["ended"] = ended_details(session, host)
         return result
@@ -718,13 +759,17 @@ class ModalSandboxModule(ModalModule):
         self.changed = True
         if not self.check_mode:
             self._terminate_all(host.host_id)
+            previous_name = None
             if host.record is not None:
+                previous_name = host.record.previous_name
                 host.record.status = STATUS_DESTROYED
                 host.record.sandbox_id = None
                 directory.store.put(host.record)
-            folder = KeyFolder.locate(self.session.key_dir, host.name, host.host_id)
+            self._release_names(host.host_id, host.name, previous_name)
+            folder = self.keys.find(host.host_id, host.name, (previous_name,))
             if folder is not None:
-                folder.remove()
+                with folder.locked(LOCK_TIMEOUT_SECONDS):
+                    folder.remove(host.host_id)
         result = self.result_for(host, host.name, "absent")
         result["sandbox_id"] = None
         return result
@@ -800,10 +845,11 @@ class ModalSandboxModule(ModalModule):
         extra_key = params["ssh_public_key"].strip() if params["ssh_public_key"] else None
         authorized = list(host.record.authorized_keys) if host.record else []
         key_change = extra_key is not None and extra_key not in authorized
-        folder = KeyFolder.locate(self.session.key_dir, name, host.host_id,
-                                  (host.name, host.record.previous_name if host.record else None))
-        repair = host.tags_out_of_date or (host.record is not None and host.record.previous_name is not None) or (
-            folder is not None and folder.name != name)
+        previous_name = host.record.previous_name if host.record else None
+        folder = self.keys.find(host.host_id, name, (host.name, previous_name))
+        # A key folder of the older layout is moved into the current one (see _ssh.KeyStore): a change, made below.
+        migrate = folder is not None and self.keys.is_older_layout(folder)
+        repair = host.tags_out_of_date or previous_name is not None or migrate
         self.changed = renaming or tags_change or key_change or repair
 
         after_host = Host(host.host_id, name, desired_tags, record=host.record, sandbox=host.sandbox,
@@ -816,6 +862,14 @@ class ModalSandboxModule(ModalModule):
             return self._finish_existing(after_host, folder)
 
         record = host.record
+        # 0. The new name, reserved on the state volume: a run renaming or creating onto it at the same time loses.
+        if renaming:
+            holder = self.reservations().reserve(name, host.host_id, self._evidence)
+            if holder.host_id != host.host_id:
+                self.module.fail_json(
+                    msg=f"cannot rename host {host.name} to {name}: another run took the name {name} at the same time "
+                        f"({holder.describe()}). Nothing was changed; choose another new_name."
+                )
         # 1. The record first: from here on the host is found under its new name (see _hosts.Host).
         if record is not None and (renaming or tags_change or key_change or record.previous_name):
             if renaming:
@@ -831,17 +885,18 @@ class ModalSandboxModule(ModalModule):
             host.sandbox.handle.set_tags,
             encode_sandbox_tags(host.host_id, name, desired_tags, format_endpoint(*endpoint) if endpoint else None),
         )
-        # 3. The key folder and its known_hosts comment.
-        if folder is not None and folder.name != name:
-            folder = folder.move_to(name)
+        # 3. The known_hosts comment (the key folder is named after the host id, so a rename does not move it).
+        if migrate:
+            folder = self.keys.find(host.host_id, name, (host.name, previous_name), migrate=True)
         if folder is not None and endpoint is not None:
             folder.pin(*endpoint)
         if key_change:
             self._append_authorized_key(host.sandbox.handle, extra_key)
-        # 4. The rename is complete.
+        # 4. The rename is complete: the old names are free again.
         if record is not None and record.previous_name is not None:
             record.previous_name = None
             self.directory.store.put(record)
+        self._release_names(host.host_id, *(old for old in (host.name, previous_name) if old != name))
         return self._finish_existing(after_host, folder)
 
     def _finish_existing(self, host: Host, folder: KeyFolder | None) -> dict[str, Any]:
@@ -850,10 +905,19 @@ class ModalSandboxModule(ModalModule):
             host.ssh_endpoint = self._tunnel_endpoint(host.sandbox.handle, 30)
         if folder is None:
             self.warnings.append(
-                f"the SSH keys of host {host.name} are not in {self.session.key_dir}: they were created on another "
-                "controller; copy that host's key folder here to reach it over SSH"
+                f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: the "
+                "host was created with another key_dir or on another controller, or its key folder was removed. "
+                f"Copy its key folder ({self.keys.folder_for(host.host_id, host.name).path}) here to reach it over SSH"
             )
         elif not self.check_mode and host.ssh_endpoint is not None:
+            if host.record is None:
+                # A host known from its sandbox's tags only may still be in the middle of its create by another run
+                # on this controller: wait until that run is done with the keys.
+                try:
+                    with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
+                        pass
+                except (KeyFolderBusy, FileNotFoundError) as exc:
+                    self.module.fail_json(msg=f"host {host.name} is being created by another run: {exc}")
             folder.pin(*host.ssh_endpoint)
             if self.params["wait"]:
                 try:
@@ -1038,13 +1102,13 @@ class ModalSandboxModule(ModalModule):
                     "Start it from another snapshot (snapshot: HOST/NAME or an image id), or destroy it "
                     "(state=absent) and create it again."
             )
-        folder = KeyFolder.locate(self.session.key_dir, host.name, host.host_id,
-                                  (record.previous_name,) if record and record.previous_name else ())
+        folder = self.keys.find(host.host_id, host.name, (record.previous_name if record else None,),
+                                migrate=not self.check_mode)
         if folder is None:
             self.module.fail_json(
-                msg=f"the SSH keys of host {host.name} are not in {self.session.key_dir}: start it from the "
-                    "controller that created it, or copy its key folder here (a host keeps its keys across starts, "
-                    "so that its pinned host key stays valid)"
+                msg=f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: "
+                    "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
+                    "across starts, so that its pinned host key stays valid)"
             )
         return self.create(name, lost=host, source=source, folder=folder)
 
@@ -1097,11 +1161,16 @@ class ModalSandboxModule(ModalModule):
             self.diff["after"]["snapshot"] = source.name
         if self.check_mode:
             result = host_result(lost.host_id if lost else None, name, "running", user_tags, spec, None, None,
-                                 self.session.key_dir, self.session.app_name)
+                                 self.session.key_dir, self.session.app_name, self.session.environment)
             if source is not None:
                 result["snapshot"] = source.result()
             return result
 
+        if lost is None:
+            # Fail fast, before building anything, when another run holds the name.
+            holder = self._claimant(name)
+            if holder is not None:
+                return self._name_taken(name, holder)
         host_id = lost.host_id if lost else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
         if source is not None:
@@ -1110,13 +1179,27 @@ class ModalSandboxModule(ModalModule):
             if self.dockerfile_plan is not None:
                 self.warnings.extend(self.dockerfile_plan.warnings)
             image = self._build_image()
-        if folder is None:
-            folder = KeyFolder(self.session.key_dir, name)
-            if os.path.exists(folder.path) and folder.host_id() != host_id:
-                # A folder left by a destroyed host of the same name (live hosts were checked above): new keys.
-                folder.remove()
-        elif folder.name != name:
-            folder = folder.move_to(name)
+        # A new host gets a new folder (named after its new id); another run on this controller that wants the
+        # same host waits for this lock, so it finds the keys complete (see _name_taken).
+        folder = folder or self.keys.folder_for(host_id, name)
+        folder.name = name
+        holder = None
+        try:
+            with folder.locked(LOCK_TIMEOUT_SECONDS, create=lost is None):
+                if lost is None:
+                    holder = self.reservations().reserve(name, host_id, self._evidence)
+                    if holder.host_id != host_id:
+                        folder.remove(host_id)  # ours, still empty: this run creates nothing
+                if holder is None or holder.host_id == host_id:
+                    return self._launch(name, host_id, lost, source, folder, image, spec, user_tags)
+        except KeyFolderBusy as exc:
+            self.module.fail_json(msg=f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
+        return self._name_taken(name, holder)
+
+    def _launch(self, name: str, host_id: str, lost: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
+                image: Any, spec: dict[str, Any], user_tags: dict[str, str]) -> dict[str, Any]:
+        """Keys, record, sandbox, bootstrap: the part of a create that runs holding the host's name and key folder."""
+        params = self.params
         folder.ensure(host_id)
         extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
         if lost is not None and lost.record is not None:
@@ -1154,7 +1237,7 @@ class ModalSandboxModule(ModalModule):
                 raise CreateFailure(exc.msg, code=exc.code) from exc
             raise CreateFailure(f"creating host {name} failed: {exc}") from exc
         result = host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
-                             self.session.key_dir, self.session.app_name)
+                             self.session.key_dir, self.session.app_name, self.session.environment)
         if source is not None:
             result["snapshot"] = source.result()
         return result
@@ -1167,6 +1250,45 @@ class ModalSandboxModule(ModalModule):
         return (f"the sandbox of host {name} ended while SSH was being set up in it (timeout, crash or a terminate "
                 f"from elsewhere; Modal said: {exc.msg}). Nothing was left running: {outcome}. Run the task again "
                 "to retry; if it ends again, check timeout and idle_timeout")
+
+    def _claimant(self, name: str) -> Reservation | None:
+        """The reservation by which another host still holds ``name``, or None when the name is free."""
+        holder = self.reservations().holder(name)
+        if holder is None or is_stale(holder, self._evidence(holder.host_id)):
+            return None
+        return holder
+
+    def _name_taken(self, name: str, holder: Reservation) -> dict[str, Any]:
+        """Another run created a host named ``name`` at the same time: use that host, or fail touching nothing.
+
+        With that host's keys on this controller, wait until the other run is done with them (its lock on the key
+        folder), then treat the host like any existing one. Without them this run could not reach the host.
+        """
+        folder = self.keys.find(holder.host_id, name)
+        if folder is None:
+            self.module.fail_json(
+                msg=f"host name {name} is taken in app {self.session.app_name} by another run at the same time "
+                    f"({holder.describe()}), and that host's SSH keys are not in {self.session.key_dir}. Nothing was "
+                    f"created. Use the host from the controller that created it, or choose another name."
+            )
+        try:
+            with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
+                pass
+        except (KeyFolderBusy, FileNotFoundError) as exc:
+            self.module.fail_json(msg=f"host {name} is being created by another run on this controller "
+                                      f"({holder.describe()}): {exc}. Nothing was created; rerun when it is done.")
+        self.directory.forget()
+        host = find_host(self.directory.hosts(), name)
+        if host is None or host.host_id != holder.host_id:
+            self.module.fail_json(
+                msg=f"another run was creating host {name} at the same time ({holder.describe()}) and did not finish "
+                    "it. Nothing was created by this run; run the task again."
+            )
+        self.warnings.append(f"host {name} was created by another run at the same time ({holder.describe()}); this "
+                             "run uses that host")
+        if host.sandbox is None:
+            return self.start(host, name)
+        return self.update(host, name)
 
     def _sweep_duplicates(self, host_id: str, keep: str) -> None:
         """Terminate any other sandbox of this host: a retried create whose first attempt did reach Modal."""
@@ -1197,7 +1319,11 @@ class ModalSandboxModule(ModalModule):
         except ModalError:
             pass
         if not keep_keys:
-            folder.remove()
+            folder.remove(host_id)
+            try:
+                self._release_names(host_id, record.name)
+            except (ModalError, SnapshotError):
+                pass
 
     def _build_image(self) -> Any:
         """Build the image before any sandbox exists, so a failed build can leave nothing behind."""

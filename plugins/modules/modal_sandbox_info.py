@@ -193,7 +193,7 @@ class ModalSandboxInfoModule(ModalModule):
             spec = host.record.spec if host.record else {}
             sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
             result = host_result(host.host_id, host.name, host.state, host.user_tags, spec, sandbox_id,
-                                 endpoint, session.key_dir, session.app_name)
+                                 endpoint, session.key_dir, session.app_name, session.environment)
             if host.state == "ended":
                 result["ended"] = ended_details(session, host)
             results.append(result)

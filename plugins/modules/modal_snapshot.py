@@ -216,7 +216,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
 )
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     SSH_PORT,
-    KeyFolder,
+    KeyStore,
     SshNotReady,
     wait_for_ssh,
 )
@@ -334,8 +334,8 @@ class ModalSnapshotModule(ModalModule):
 
     def check_ssh(self, host: Host, store: VolumeRecordStore, result: dict[str, Any]) -> None:
         """Log in again after the snapshot; follow the tunnel if it moved (tags, record and pinned line)."""
-        folder = KeyFolder.locate(self.session.key_dir, host.name, host.host_id,
-                                  (host.record.previous_name,) if host.record and host.record.previous_name else ())
+        keys = KeyStore(self.session.key_dir, self.session.app_name, self.session.environment)
+        folder = keys.find(host.host_id, host.name, (host.record.previous_name if host.record else None,))
         if folder is None:
             self.warnings.append(
                 f"SSH to host {host.name} was not checked after the snapshot: its keys are not in "

@@ -149,7 +149,8 @@ def populate(plugin: InventoryModule, cache: bool = True, path: str = "/inv/host
 
 
 def make_keys(tmp_path, name: str, host_id: str) -> KeyFolder:
-    folder = KeyFolder(str(tmp_path / "keys"), name)
+    """A key folder of the older layout, <key_dir>/<host name>/, which the inventory still reads."""
+    folder = KeyFolder(str(tmp_path / "keys" / name), name)
     folder.ensure(host_id)
     return folder
 

@@ -323,7 +323,8 @@ def test_host_result_ssh_is_ready_for_add_host(tmp_path):
                          ("127.0.0.1", 40022), str(tmp_path), "mngr-modal")
     ssh = result["ssh"]
     assert (ssh["host"], ssh["port"], ssh["user"]) == ("127.0.0.1", 40022, "root")
-    assert ssh["private_key_file"] == f"{tmp_path}/web/id_ed25519"
+    # Where the host's keys go: <key_dir>/<app>@<environment>/<host_id>/ (no folder exists yet here).
+    assert ssh["private_key_file"] == f"{tmp_path}/mngr-modal@default/host-{'c' * 32}/id_ed25519"
     assert "StrictHostKeyChecking=yes" in ssh["common_args"]
     # For ansible_ssh_host_key_checking: Ansible's host_key_checking=False would otherwise win over common_args.
     assert ssh["host_key_checking"] is True
@@ -423,3 +424,17 @@ def test_module_listing_fails_rather_than_acting_on_a_partial_list(monkeypatch):
                            warn=warnings.append)
     assert lister.list("ap-1") == []
     assert "sb-1" in warnings[0] and "boom" in warnings[0]
+
+
+def test_host_result_points_at_the_hosts_own_key_folder(tmp_path):
+    """Same name, two apps: each result names its own host's keys; a host not created yet has no key paths."""
+    from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyStore
+
+    for app, host_id in (("a", "host-a"), ("b", "host-b")):
+        KeyStore(str(tmp_path), app, "main").folder_for(host_id, "web").ensure(host_id)
+    result_a = host_result("host-a", "web", "running", {}, {}, None, None, str(tmp_path), "a", "main")
+    result_b = host_result("host-b", "web", "running", {}, {}, None, None, str(tmp_path), "b", "main")
+    assert result_a["ssh"]["private_key_file"] == f"{tmp_path}/a@main/host-a/id_ed25519"
+    assert result_b["ssh"]["private_key_file"] == f"{tmp_path}/b@main/host-b/id_ed25519"
+    planned = host_result(None, "web", "running", {}, {}, None, None, str(tmp_path), "a")
+    assert planned["ssh"]["private_key_file"] is None and planned["ssh"]["common_args"] is None

@@ -17,6 +17,8 @@ from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     CLIENT_KEY,
     HOST_KEY,
     KeyFolder,
+    KeyFolderBusy,
+    KeyStore,
     SshNotReady,
     bootstrap_env,
     bootstrap_script,
@@ -52,9 +54,11 @@ def test_known_hosts_line_forms():
 
 def test_key_folder_is_private_and_stable(tmp_path):
     key_dir = tmp_path / "keys"
-    folder = KeyFolder(str(key_dir), "web")
+    folder = KeyStore(str(key_dir), "app").folder_for("host-1", "web")
     assert folder.ensure("host-1") is True
+    # Every folder the collection creates is private: key_dir, the scope and the host's folder.
     assert mode(key_dir) == 0o700
+    assert mode(os.path.dirname(folder.path)) == 0o700
     assert mode(folder.path) == 0o700
     for name in (CLIENT_KEY, CLIENT_KEY + ".pub", HOST_KEY, HOST_KEY + ".pub", "host_id"):
         assert mode(os.path.join(folder.path, name)) == 0o600, name
@@ -67,8 +71,49 @@ def test_key_folder_is_private_and_stable(tmp_path):
     assert derived.stdout.split()[:2] == folder.read_public(CLIENT_KEY).split()[:2]
 
 
+@pytest.mark.parametrize("existing_mode", [0o755, 0o1777])
+def test_an_existing_key_dir_keeps_its_mode(tmp_path, existing_mode):
+    """A key_dir such as /tmp or a shared folder is never chmodded; only what the collection creates is 0700."""
+    key_dir = tmp_path / "shared"
+    key_dir.mkdir()
+    key_dir.chmod(existing_mode)
+    folder = KeyStore(str(key_dir), "app").folder_for("host-1", "web")
+    folder.ensure("host-1")
+    assert stat.S_IMODE(os.stat(key_dir).st_mode) == existing_mode
+    assert mode(folder.path) == 0o700
+
+
+def test_same_name_in_two_apps_gets_two_folders(tmp_path):
+    """Hosts called web in apps a and b (or in two environments) never share, rewrite or remove each other's keys."""
+    in_a = KeyStore(str(tmp_path), "a").folder_for("host-a", "web")
+    in_a.ensure("host-a")
+    key_a = in_a.read_public(CLIENT_KEY)
+    in_b = KeyStore(str(tmp_path), "b").folder_for("host-b", "web")
+    in_b.ensure("host-b")
+    in_dev = KeyStore(str(tmp_path), "a", "dev").folder_for("host-c", "web")
+    in_dev.ensure("host-c")
+    assert len({in_a.path, in_b.path, in_dev.path}) == 3
+    assert in_a.read_public(CLIENT_KEY) == key_a
+    assert KeyStore(str(tmp_path), "a").find("host-a", "web").path == in_a.path
+    assert KeyStore(str(tmp_path), "b").find("host-b", "web").path == in_b.path
+    # A host is found by its id even where the environment label differs (option given in one run, not another).
+    assert KeyStore(str(tmp_path), "a", "main").find("host-a", "web").path == in_a.path
+    assert KeyStore(str(tmp_path), "a").find("host-z", "web") is None
+
+
+def test_a_folder_of_another_host_is_never_written_or_removed(tmp_path):
+    folder = KeyStore(str(tmp_path), "a").folder_for("host-a", "web")
+    folder.ensure("host-a")
+    with pytest.raises(ValueError, match="belongs to host host-a"):
+        KeyFolder(folder.path, "web").ensure("host-b")
+    assert folder.remove("host-b") is False
+    assert folder.exists()
+    assert folder.remove("host-a") is True
+    assert not os.path.exists(folder.path)
+
+
 def test_pin_writes_once_and_tracks_endpoint(tmp_path):
-    folder = KeyFolder(str(tmp_path), "web")
+    folder = KeyFolder(str(tmp_path / "web"), "web")
     folder.ensure("host-1")
     assert folder.pin("127.0.0.1", 4022) is True
     assert folder.pin("127.0.0.1", 4022) is False
@@ -81,25 +126,59 @@ def test_pin_writes_once_and_tracks_endpoint(tmp_path):
     assert mode(folder.known_hosts) == 0o600
 
 
-def test_move_and_locate_after_interrupted_rename(tmp_path):
-    folder = KeyFolder(str(tmp_path), "old")
-    folder.ensure("host-1")
-    KeyFolder(str(tmp_path), "other").ensure("host-2")
-    # The record already says "new" but the folder was not moved: found through its host_id file.
-    found = KeyFolder.locate(str(tmp_path), "new", "host-1")
-    assert found is not None and found.name == "old"
-    moved = found.move_to("new")
-    assert moved.name == "new" and moved.exists() and not os.path.exists(folder.path)
-    assert KeyFolder.locate(str(tmp_path), "new", "host-1").name == "new"
-    assert KeyFolder.locate(str(tmp_path), "new", "host-9") is None
-    # A folder of another host under the wanted name is never taken.
-    assert KeyFolder.locate(str(tmp_path), "other", "host-1").name == "new"
-    with pytest.raises(FileExistsError):
-        moved.move_to("other")
+def legacy_folder(key_dir, name, host_id):
+    """A key folder of the older layout, <key_dir>/<host name>/."""
+    folder = KeyFolder(os.path.join(str(key_dir), name), name)
+    folder.ensure(host_id)
+    return folder
 
 
-def test_locate_in_missing_key_dir(tmp_path):
-    assert KeyFolder.locate(str(tmp_path / "nope"), "web", "host-1") is None
+def test_older_layout_is_read_and_migrated_on_first_use(tmp_path):
+    old = legacy_folder(tmp_path, "web", "host-1")
+    key = old.read_public(CLIENT_KEY)
+    store = KeyStore(str(tmp_path), "app")
+    # Read-only callers use it where it is.
+    assert store.find("host-1", "web").path == old.path
+    # After a rename recorded but not finished, it is found under the old name or by its host_id file.
+    assert store.find("host-1", "front", ("web",)).path == old.path
+    assert store.find("host-1", "front").path == old.path
+    # A module that changes hosts moves it into the new layout, keys unchanged.
+    moved = store.find("host-1", "web", migrate=True)
+    assert moved.path == store.folder_for("host-1", "web").path
+    assert moved.read_public(CLIENT_KEY) == key
+    assert not os.path.exists(old.path)
+    assert store.find("host-1", "web").path == moved.path
+
+
+def test_older_layout_folder_of_another_host_is_left_alone(tmp_path):
+    """web in app a (older layout) and a new web in app b: b's lookups never take or move a's folder."""
+    old = legacy_folder(tmp_path, "web", "host-a")
+    store_b = KeyStore(str(tmp_path), "b")
+    assert store_b.find("host-b", "web", migrate=True) is None
+    new = store_b.folder_for("host-b", "web")
+    new.ensure("host-b")
+    assert old.host_id() == "host-a" and old.exists()
+    assert store_b.find("host-b", "web").path == new.path
+
+
+def test_find_in_missing_key_dir(tmp_path):
+    assert KeyStore(str(tmp_path / "nope"), "app").find("host-1", "web") is None
+
+
+def test_lock_serialises_runs_and_times_out(tmp_path):
+    folder = KeyStore(str(tmp_path), "app").folder_for("host-1", "web")
+    clock = iter(range(100))
+    with folder.locked(5, create=True) as created:
+        assert created is True
+        with pytest.raises(KeyFolderBusy):
+            with folder.locked(3, sleep=lambda _s: None, clock=lambda: next(clock)):
+                pass
+    with folder.locked(1) as created:
+        assert created is False
+    folder.remove("host-1")
+    with pytest.raises(FileNotFoundError):
+        with folder.locked(1):
+            pass
 
 
 def fake_root_script(root, fake_sshd):
@@ -247,7 +326,7 @@ def test_wait_for_ssh_against_real_sshd(tmp_path):
     sshd = "/usr/sbin/sshd"
     if not os.path.exists(sshd) or os.geteuid() != 0:
         pytest.skip("needs root and /usr/sbin/sshd")
-    folder = KeyFolder(str(tmp_path / "keys"), "web")
+    folder = KeyFolder(str(tmp_path / "keys" / "web"), "web")
     folder.ensure("host-1")
     authorized = tmp_path / "authorized_keys"
     authorized.write_text(folder.read_public(CLIENT_KEY) + "\n")
@@ -266,7 +345,7 @@ def test_wait_for_ssh_against_real_sshd(tmp_path):
     try:
         folder.pin("127.0.0.1", port)
         assert wait_for_ssh("127.0.0.1", port, folder.client_key, folder.known_hosts, 30) >= 1
-        other = KeyFolder(str(tmp_path / "keys"), "other")
+        other = KeyFolder(str(tmp_path / "keys" / "other"), "other")
         other.ensure("host-2")
         other.pin("127.0.0.1", port)  # pins a different host key: must be refused
         with pytest.raises(SshNotReady) as info:

@@ -124,6 +124,7 @@ class FakeDirectory:
 class FakeSession:
     key_dir = "/nonexistent-key-dir"
     app_name = "mngr-modal"
+    environment = None
 
 
 def catalog_with(*records):
