@@ -18,7 +18,7 @@ import typing as t
 
 from ansible_collections.mngr.modal.plugins.inventory import modal as plugin_module
 from ansible_collections.mngr.modal.plugins.inventory.modal import RAW_FORMAT
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyFolder
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyStore
 
 # .../<root>/ansible_collections/mngr/modal/plugins/inventory/modal.py
 COLLECTIONS_ROOT = pathlib.Path(plugin_module.__file__).resolve().parents[5]
@@ -106,7 +106,8 @@ def write_jsonfile_cache(cache_dir: pathlib.Path, source: pathlib.Path, raw: dic
 def test_key_dir_comes_from_mngr_modal_key_dir(tmp_path):
     """The modules honour MNGR_MODAL_KEY_DIR; the inventory must find the keys they wrote there."""
     env_keys = tmp_path / "env-keys"
-    KeyFolder(str(env_keys), "web1").ensure("host-1")
+    folder = KeyStore(str(env_keys), "shop").folder_for("host-1", "web1")
+    folder.ensure("host-1")
     raw = {"format": RAW_FORMAT, "apps": [{
         "app": "shop", "found": True, "records_read": True, "records": [],
         "sandboxes": [{"id": "sb-1", "created_at": 1790000000.0, "ssh": None, "gpu": None,
@@ -118,6 +119,6 @@ def test_key_dir_comes_from_mngr_modal_key_dir(tmp_path):
     run = ansible_inventory(tmp_path, source, MNGR_MODAL_KEY_DIR=str(env_keys))
     assert run.returncode == 0, run.stderr
     web1 = json.loads(run.stdout)["_meta"]["hostvars"]["web1"]
-    assert plain(web1["ansible_ssh_private_key_file"]) == KeyFolder(str(env_keys), "web1").client_key
+    assert plain(web1["ansible_ssh_private_key_file"]) == folder.client_key
     assert str(env_keys) in plain(web1["ansible_ssh_common_args"])
     assert "no SSH keys" not in run.stderr
