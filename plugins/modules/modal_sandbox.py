@@ -79,6 +79,8 @@ options:
   gpu:
     description:
       - GPU to attach, for example V(h100), V(A100-80GB:2) (type and count). Case-insensitive.
+      - When Modal refuses the type (one it does not offer to the workspace, or not in O(region)), the module fails
+        with a message that names the GPU and lists the other types to try; no sandbox is started.
     type: str
   cpu:
     description:
@@ -92,9 +94,13 @@ options:
     description:
       - Registry image to start from. Default V(debian:bookworm-slim). Mutually exclusive with O(dockerfile).
       - An image layer installs what an SSH host for Ansible needs whenever the image lacks it, with C(apt-get), C(apk)
-        or C(dnf) through the sandbox's network, C(openssh-server), C(python3) and C(ca-certificates). It is built once
-        per image and cached. An image that lacks one of them and has none of those package managers fails to build,
-        with a message that names the image and what is missing.
+        or C(dnf) through the sandbox's network, C(openssh-server), C(python3) and C(ca-certificates). Its definition
+        is the same for every host, so Modal's image cache builds it once per image and the second host from the same
+        image builds nothing; the layer leaves no process running. An image that lacks one of them and has none of
+        those package managers fails to build, with a message that names the image and what is missing, and nothing is
+        created.
+      - An image reference that cannot be found fails with a message that names it and says what to check; a build
+        step that fails (a C(RUN) line of O(dockerfile)) fails with its exit code and the last lines of the build log.
     type: str
   dockerfile:
     description:
@@ -223,6 +229,11 @@ notes:
   - Any failure after the sandbox was created terminates it before the module fails, and the failure message ends
     with the tail of the image build or bootstrap log, so a failed create never leaves a running sandbox behind.
   - The controller needs an OpenSSH client (C(ssh)) when O(wait=true).
+  - Calls to Modal that fail for a transient reason (C(UNAVAILABLE), C(DEADLINE_EXCEEDED)...) or hit a rate limit or
+    quota (C(RESOURCE_EXHAUSTED)) are tried again, up to 4 times in all, after random (jittered) waits that grow
+    each time (up to 14 seconds in all for a rate limit). A rate limit or quota that outlasts them fails with a
+    message that says so and what to do.
+  - RV(modal_sandbox.timings) shows where the time of a create went (image build, sandbox start, SSH wait).
 seealso:
   - module: mngr.modal.modal_sandbox_info
   - module: mngr.modal.modal_snapshot
@@ -381,6 +392,15 @@ modal_sandbox:
       description: The build spec the host was created with (keys as in O(build_args), normalized).
       type: dict
       sample: {cpu: 2.0, memory: 8.0, gpu: H100, image: "debian:bookworm-slim", timeout: 900}
+    timings:
+      description:
+        - How many seconds each phase of creating the host's sandbox took, so that you can see where the time went.
+        - C(build) is preparing the image (building its missing layers, only looking it up when Modal's image cache
+          has them all, or loading a snapshot's image); C(start) is creating the sandbox and setting up SSH in it
+          (keys, sshd, the tunnel); C(ssh_wait) is waiting until an SSH login succeeds (V(0.0) with O(wait=false)).
+      returned: when this run created a sandbox for the host (a new host, or a start), outside check mode
+      type: dict
+      sample: {build: 0.41, start: 2.87, ssh_wait: 0.52}
     ssh:
       description: How to reach the host.
       type: dict
@@ -425,12 +445,14 @@ import contextlib
 import json
 import os
 import re
+import time
 from typing import Any, Iterator
 
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mngr.modal.plugins.module_utils._base import EXPECTED_ERRORS, ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
+    GPU_TYPES,
     BuildArgError,
     check_network,
     memory_mib,
@@ -545,6 +567,70 @@ def tail(lines: Any, count: int = LOG_TAIL_LINES) -> str:
     return "\n".join(list(text_lines)[-count:])
 
 
+# --- failure messages for what users meet on Modal ---------------------------------------------------------
+
+# What the host packages layer prints when the image lacks a package and has no package manager (see _ssh).
+_LACKS_RE = re.compile(r"mngr\.modal: the image lacks (?P<missing>[^\n]+?) and has no apt-get, apk or dnf")
+# How registries, Modal's builder and the emulator say that an image reference does not exist or cannot be pulled.
+_IMAGE_NOT_FOUND_RE = re.compile(
+    r"manifest unknown|manifest for \S+ not found|not found: manifest|pull access denied|repository does not exist|"
+    r"name unknown|failed to resolve (?:source metadata|reference)|no such image|is not available in the emulator",
+    re.IGNORECASE,
+)
+# How a failed build step reports its exit status (the emulator: "RUN ... exited with code 3"; Modal: "exit status: 3").
+_STEP_EXIT_RE = re.compile(r"exited with code (\d+)|exit (?:status|code):? (\d+)", re.IGNORECASE)
+# The SDK's wrapper around the builder's own message.
+_SDK_BUILD_PREFIX_RE = re.compile(r"^Image build for \S+ failed(?: with the exception)?:?\s*", re.IGNORECASE)
+
+
+def _first_line(text: str, limit: int = 600) -> str:
+    """The builder's own message, without the SDK's wrapper, on one line of at most ``limit`` characters."""
+    text = _SDK_BUILD_PREFIX_RE.sub("", text.strip())
+    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def build_failure_message(description: str, reference: str, error: str, log_lines: Any) -> str:
+    """Why building the image of a host failed, in words that say what to change.
+
+    ``description`` says which image (``the image REF`` or ``the image from PATH``); ``reference`` is the registry
+    reference it starts from; ``error`` is Modal's message; ``log_lines`` the build log.
+    """
+    text = "\n".join([error, *[line for line in (log_lines or []) if line]])
+    lacks = _LACKS_RE.search(text)
+    if lacks:
+        missing = ", ".join(lacks.group("missing").split())
+        return (f"{description} cannot be made ready for Ansible: it lacks {missing}, and has no apt-get, apk or dnf "
+                f"to install them. Start from an image that has {missing}, or a package manager to install them (for "
+                "example debian:bookworm-slim or python:3.11-slim)")
+    if _IMAGE_NOT_FOUND_RE.search(text):
+        return (f"the image reference {reference} could not be found (building {description} failed: "
+                f"{_first_line(error)}). Check the name and the tag for typos, that the image exists for linux/amd64, "
+                "and that its registry is public (Modal pulls images anonymously unless the image is given a secret)")
+    step = _STEP_EXIT_RE.search(error)
+    if step:
+        code = step.group(1) or step.group(2)
+        return (f"building {description} failed: a build step exited with code {code} ({_first_line(error)}). Its "
+                "output is at the end of the build log below")
+    return f"building {description} failed: {_first_line(error) or error}"
+
+
+def gpu_refused(exc: ModalError) -> bool:
+    """Whether Modal refused a create because of its GPU (a type it does not offer, or not in that region)."""
+    return exc.code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND") and "gpu" in exc.msg.lower()
+
+
+def gpu_unavailable_message(gpu: str, region: str | None, exc: ModalError) -> str:
+    """The GPU that was refused, and the types to try instead."""
+    gpu_type = gpu.split(":", 1)[0]
+    others = [other for other in GPU_TYPES if other.rstrip("!+") != gpu_type.rstrip("!+")]
+    where = f" in region {region}" if region else ""
+    return (f"Modal cannot give the sandbox GPU {gpu}{where} ({exc.msg}). Choose another GPU type: "
+            f"{', '.join(others)} (see https://modal.com/docs/guide/gpu for what your workspace can use)"
+            + (", or another region, or none" if region else ", or no GPU")
+            + ". No sandbox was started")
+
+
 # --- the module ------------------------------------------------------------------------------------
 
 
@@ -609,6 +695,8 @@ class ModalSandboxModule(ModalModule):
         self.dockerfile_plan: DockerfilePlan | None = None
         self._catalog: SnapshotCatalog | None = None
         self._reservations: NameReservations | None = None
+        # Seconds each phase of a create took (build, start, ssh_wait), returned as timings.
+        self.timings: dict[str, float] = {}
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -1173,12 +1261,14 @@ class ModalSandboxModule(ModalModule):
                 return self._name_taken(name, holder)
         host_id = lost.host_id if lost else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
+        build_started = time.monotonic()
         if source is not None:
             image = self._snapshot_image(source)
         else:
             if self.dockerfile_plan is not None:
                 self.warnings.extend(self.dockerfile_plan.warnings)
             image = self._build_image()
+        self._time("build", build_started)
         # A new host gets a new folder (named after its new id); another run on this controller that wants the
         # same host waits for this lock, so it finds the keys complete (see _name_taken).
         folder = folder or self.keys.folder_for(host_id, name)
@@ -1217,9 +1307,11 @@ class ModalSandboxModule(ModalModule):
         self.extra_authorized_keys = extra_keys
         sandbox = None
         try:
+            start_started = time.monotonic()
             sandbox = self._create_sandbox(image, host_id, name, user_tags)
             record.sandbox_id = sandbox.object_id
             endpoint = self._bootstrap(sandbox, folder)
+            self._time("start", start_started, minus=self.timings["ssh_wait"])
             record.ssh_host, record.ssh_port = endpoint
             self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
             record.status = STATUS_RUNNING
@@ -1240,7 +1332,12 @@ class ModalSandboxModule(ModalModule):
                              self.session.key_dir, self.session.app_name, self.session.environment)
         if source is not None:
             result["snapshot"] = source.result()
+        result["timings"] = {key: self.timings[key] for key in ("build", "start", "ssh_wait")}
         return result
+
+    def _time(self, phase: str, started: float, minus: float = 0.0) -> None:
+        """Record how many seconds ``phase`` took since ``started`` (a time.monotonic() reading)."""
+        self.timings[phase] = round(max(time.monotonic() - started - minus, 0.0), 2)
 
     @staticmethod
     def _ended_during_setup_message(name: str, exc: ModalError, kept: bool) -> str:
@@ -1333,16 +1430,21 @@ class ModalSandboxModule(ModalModule):
             context_dir = spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"]))
             image = dockerfile_image(modal, self.dockerfile_plan, context_dir)
             description = f"the image from {spec['dockerfile']}"
+            reference = self.dockerfile_plan.base
         else:
             image = modal.Image.from_registry(spec["image"])
             description = f"the image {spec['image']}"
+            reference = spec["image"]
+        # The same layer definition for every host, so Modal's image cache builds it once per image: the second
+        # host from an image builds nothing.
         image = image.run_commands(INSTALL_HOST_PACKAGES_COMMAND)
         log: collections.deque[str] = collections.deque(maxlen=200)
         try:
             with captured_build_log(log):
                 self.session.call(image.build, self.directory.app)
         except ModalError as exc:
-            raise CreateFailure(f"building {description} failed: {exc.msg}", tail(log), exc.code) from exc
+            raise CreateFailure(build_failure_message(description, reference, exc.msg, log), tail(log),
+                                exc.code) from exc
         return image
 
     def _create_sandbox(self, image: Any, host_id: str, name: str, user_tags: dict[str, str]) -> Any:
@@ -1376,7 +1478,12 @@ class ModalSandboxModule(ModalModule):
                 for volume in spec["volumes"]
             }
         # The entrypoint only keeps the sandbox alive; sshd is started by an exec once the keys are in place.
-        return self.session.call(modal.Sandbox.create, "sleep", "infinity", **kwargs)
+        try:
+            return self.session.call(modal.Sandbox.create, "sleep", "infinity", **kwargs)
+        except ModalError as exc:
+            if spec["gpu"] and gpu_refused(exc):
+                raise CreateFailure(gpu_unavailable_message(spec["gpu"], spec["region"], exc), code=exc.code) from exc
+            raise
 
     def _liveness(self, sandbox: Any, sshd: Any) -> Any:
         def still_alive() -> str | None:
@@ -1418,6 +1525,8 @@ class ModalSandboxModule(ModalModule):
         sshd = self.session.call(sandbox.exec, *sshd_command())
         endpoint = self._tunnel_endpoint(sandbox, self.params["wait_timeout"])
         folder.pin(*endpoint)
+        wait_started = time.monotonic()
+        self.timings["ssh_wait"] = 0.0
         if self.params["wait"]:
             try:
                 wait_for_ssh(endpoint[0], endpoint[1], folder.client_key, folder.known_hosts,
@@ -1430,6 +1539,7 @@ class ModalSandboxModule(ModalModule):
                 except Exception:  # pylint: disable=broad-exception-caught
                     pass
                 raise CreateFailure(f"host {name}: {exc}", tail(log.splitlines())) from exc
+            self._time("ssh_wait", wait_started)
         return endpoint
 
 
