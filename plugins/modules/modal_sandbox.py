@@ -580,7 +580,9 @@ _IMAGE_NOT_FOUND_RE = re.compile(
 # How a failed build step reports its exit status (the emulator: "RUN ... exited with code 3"; Modal: "exit status: 3").
 _STEP_EXIT_RE = re.compile(r"exited with code (\d+)|exit (?:status|code):? (\d+)", re.IGNORECASE)
 # The SDK's wrapper around the builder's own message.
-_SDK_BUILD_PREFIX_RE = re.compile(r"^Image build for \S+ failed(?: with the exception)?:?\s*", re.IGNORECASE)
+_SDK_BUILD_PREFIX_RE = re.compile(
+    r"^(?:Modal SDK error \(\w+\):\s*)?Image build for \S+ failed(?: with the exception)?:?\s*", re.IGNORECASE
+)
 
 
 def _first_line(text: str, limit: int = 600) -> str:

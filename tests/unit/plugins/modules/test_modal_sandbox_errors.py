@@ -70,6 +70,12 @@ def test_command_not_found_in_a_run_step_is_not_a_missing_image():
     assert message.startswith("building the image from D failed: a build step exited with code 127")
 
 
+def test_the_builder_s_message_is_shown_without_the_wrappers():
+    error = "Modal SDK error (ImageBuildError): " + UNKNOWN_REFERENCE_ERROR
+    message = build_failure_message("the image registry.example/nope:1", "registry.example/nope:1", error, [])
+    assert "(building the image registry.example/nope:1 failed: image 'registry.example/nope:1' is not available" in message
+
+
 def test_other_build_failures_keep_modal_s_message():
     message = build_failure_message("the image x:1", "x:1", "Image build for im-1 failed with the exception:\nout of "
                                     "disk space", [])
