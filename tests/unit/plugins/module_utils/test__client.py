@@ -108,7 +108,6 @@ def test_backoff_is_exponential_capped_and_jittered():
     assert all(0 <= real.delay(3) <= 4.0 for attempt in range(100))
 
 
-
 def rate_limited():
     return sdk_error(modal_exception.ResourceExhaustedError, grpclib.Status.RESOURCE_EXHAUSTED, "too many requests")
 
@@ -157,6 +156,7 @@ def test_session_call_says_a_rate_limit_outlasted_the_retries():
     assert "too many requests" in message
     assert "tried 3 times, with waits of up to 6 seconds in all" in message
     assert "fewer tasks at once" in message and "stop or destroy the hosts you do not need" in message
+
 
 # --- error mapping ------------------------------------------------------------------------------------
 

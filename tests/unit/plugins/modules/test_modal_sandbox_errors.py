@@ -109,7 +109,7 @@ class FakeModal:
 
     def create(self, *args, **kwargs):
         self.create_kwargs = kwargs
-        if self.create_error:
+        if isinstance(self.create_error, Exception):
             raise self.create_error
         return "sandbox"
 
