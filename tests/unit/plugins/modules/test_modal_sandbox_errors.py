@@ -101,7 +101,7 @@ class FakeModal:
         self.image = image
         self.Image = self  # pylint: disable=invalid-name
         self.Sandbox = self  # pylint: disable=invalid-name
-        self.create_error = None
+        self.create_errors = []
 
     def from_registry(self, reference):
         self.reference = reference
@@ -109,8 +109,8 @@ class FakeModal:
 
     def create(self, *args, **kwargs):
         self.create_kwargs = kwargs
-        if isinstance(self.create_error, Exception):
-            raise self.create_error
+        if self.create_errors:
+            raise self.create_errors.pop(0)
         return "sandbox"
 
 
@@ -167,8 +167,8 @@ def test_every_host_gets_the_same_packages_layer_so_the_second_build_is_cached()
 
 def test_a_refused_gpu_is_named_with_alternatives():
     sandbox = module_with(FakeImage(), gpu="h100:2")
-    sandbox.session.modal.create_error = ModalError("Modal API error INVALID_ARGUMENT: H100 is not a valid GPU type",
-                                                    code="INVALID_ARGUMENT")
+    refusal = ModalError("Modal API error INVALID_ARGUMENT: H100 is not a valid GPU type", code="INVALID_ARGUMENT")
+    sandbox.session.modal.create_errors.append(refusal)
     with pytest.raises(CreateFailure) as info:
         sandbox._create_sandbox(FakeImage(), "host-1", "web", {})  # pylint: disable=protected-access
     message = info.value.message
@@ -181,12 +181,12 @@ def test_a_refused_gpu_is_named_with_alternatives():
 
 def test_other_create_errors_are_not_blamed_on_the_gpu():
     sandbox = module_with(FakeImage(), gpu="h100")
-    sandbox.session.modal.create_error = ModalError("Modal API error INVALID_ARGUMENT: bad timeout",
-                                                    code="INVALID_ARGUMENT")
+    other = ModalError("Modal API error INVALID_ARGUMENT: bad timeout", code="INVALID_ARGUMENT")
+    sandbox.session.modal.create_errors.append(other)
     with pytest.raises(ModalError, match="bad timeout"):
         sandbox._create_sandbox(FakeImage(), "host-1", "web", {})  # pylint: disable=protected-access
     no_gpu = module_with(FakeImage())
-    no_gpu.session.modal.create_error = ModalError("gpu quota", code="INVALID_ARGUMENT")
+    no_gpu.session.modal.create_errors.append(ModalError("gpu quota", code="INVALID_ARGUMENT"))
     with pytest.raises(ModalError):
         no_gpu._create_sandbox(FakeImage(), "host-1", "web", {})  # pylint: disable=protected-access
 
