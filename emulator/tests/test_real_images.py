@@ -62,8 +62,8 @@ def test_images_are_immutable_and_host_files_never_show(app, sandboxes) -> None:
 
 
 def test_build_log_says_which_python_stands_in(app, sandboxes, capfd) -> None:
-    image = modal.Image.debian_slim(python_version="3.12").run_commands("echo stand-in-check")
+    image = modal.Image.debian_slim(python_version="3.13").run_commands("echo stand-in-check")
     with modal.enable_output():
         sb = modal.Sandbox.create(app=app, image=image)
     sandboxes.append(sb)
-    assert re.search(r"python 3\.12[.0-9]* was asked for; Debian's python3 3\.11 stands in", capfd.readouterr().out)
+    assert re.search(r"python 3\.13[.0-9]* was asked for; Debian's python3 3\.11 stands in", capfd.readouterr().out)
