@@ -3,7 +3,7 @@
 
 """The image layer that makes a host ready for Ansible, run for real by /bin/sh against fake roots.
 
-Each fake root has its own ``bin`` folder, the only one on PATH, where ``apt-get``, ``apk``, ``dnf``, ``python3`` and
+Each fake root has its own ``bin`` folder, the only one on PATH, where ``apt-get``, ``apk``, ``dnf`` and
 ``rm`` are stub scripts that record how they were called. The absolute paths the command checks or cleans are moved
 under the fake root, so nothing on this machine is read or touched.
 """
@@ -18,6 +18,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._ssh import HOST_PACKAG
 
 # The absolute paths the command looks at: sshd, the CA bundles of Debian/Alpine and of Fedora, apt's lists.
 SSHD = "/usr/sbin/sshd"
+PYTHON3 = "/usr/bin/python3"
 DEBIAN_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 FEDORA_CA_BUNDLE = "/etc/pki/tls/certs/ca-bundle.crt"
 APT_LISTS = "/var/lib/apt/lists"
@@ -53,11 +54,11 @@ class FakeImage:
 
     def ready(self):
         """Everything a host needs is there already."""
-        return self.file(SSHD, mode=0o755).file(DEBIAN_CA_BUNDLE).tool("python3")
+        return self.file(SSHD, mode=0o755).file(DEBIAN_CA_BUNDLE).file(PYTHON3, mode=0o755)
 
     def run(self):
         command = INSTALL_HOST_PACKAGES_COMMAND
-        for path in (SSHD, DEBIAN_CA_BUNDLE, FEDORA_CA_BUNDLE, APT_LISTS):
+        for path in (SSHD, PYTHON3, DEBIAN_CA_BUNDLE, FEDORA_CA_BUNDLE, APT_LISTS):
             command = command.replace(path, str(self.root) + path)
         result = subprocess.run(["/bin/sh", "-c", command], env={"PATH": str(self.bin)},
                                 capture_output=True, text=True, check=False)
@@ -72,7 +73,7 @@ def image(tmp_path):
 
 def test_the_command_checks_the_paths_this_test_moves():
     """The stubs below only mean something if the command looks exactly at these paths."""
-    for path in (SSHD, DEBIAN_CA_BUNDLE, FEDORA_CA_BUNDLE, APT_LISTS):
+    for path in (SSHD, PYTHON3, DEBIAN_CA_BUNDLE, FEDORA_CA_BUNDLE, APT_LISTS):
         assert path in INSTALL_HOST_PACKAGES_COMMAND
     assert " ".join(HOST_PACKAGES) == ALL_MISSING
 
@@ -134,14 +135,14 @@ def test_nothing_is_called_when_the_image_has_everything(image):
 
 
 def test_empty_ca_bundle_or_non_executable_sshd_count_as_missing(image):
-    image.tool("apk").tool("python3").file(SSHD, mode=0o644).file(DEBIAN_CA_BUNDLE, content="")
+    image.tool("apk").file(PYTHON3, mode=0o755).file(SSHD, mode=0o644).file(DEBIAN_CA_BUNDLE, content="")
     result, calls = image.run()
     assert result.returncode == 0, result.stderr
     assert calls == ["apk add --no-cache openssh-server ca-certificates"]
 
 
 def test_no_package_manager_fails_naming_what_is_missing(image):
-    image.tool("python3")
+    image.file(PYTHON3, mode=0o755)
     result, calls = image.run()
     assert result.returncode == 1
     assert calls == []
@@ -155,3 +156,11 @@ def test_no_package_manager_is_fine_when_nothing_is_missing(image):
     result, calls = image.run()
     assert result.returncode == 0, result.stderr
     assert calls == []
+
+
+def test_python_image_with_python_only_in_usr_local_gets_usr_bin_python3(image):
+    """Docker's python images keep python3 in /usr/local/bin; Ansible is told to use /usr/bin/python3."""
+    image.tool("apt-get").tool("rm").tool("python3").file(SSHD, mode=0o755).file(DEBIAN_CA_BUNDLE)
+    result, calls = image.run()
+    assert result.returncode == 0, result.stderr
+    assert "apt-get install -y -qq --no-install-recommends python3 [DEBIAN_FRONTEND=noninteractive]" in calls
