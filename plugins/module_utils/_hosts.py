@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
 from ansible_collections.mngr.modal.plugins.module_utils._names import validate_name
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     SSH_PORT,
@@ -38,10 +39,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
 
 # Host names end up in tags, file names and folder names: the collection's safe names (see _names).
 HOST_NAME_MAX_LENGTH = 63
-
-
-class HostError(ValueError):
-    """Invalid input about a host (name, tags): the message names the bad value and what is accepted."""
 
 
 def validate_host_name(name: Any, option: str = "name") -> str:

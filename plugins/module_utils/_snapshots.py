@@ -39,6 +39,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Protocol
 
 from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import open_state_volume
 from ansible_collections.mngr.modal.plugins.module_utils._names import validate_name
 
@@ -63,7 +64,7 @@ SNAPSHOTS_DIR = "snapshots"
 JOURNAL_DIR_NAME = ".snapshot-journal"
 
 
-class SnapshotError(ValueError):
+class SnapshotError(ModalCollectionError, ValueError):
     """Invalid input about a snapshot, or a snapshot that cannot be found: the message says which and why."""
 
 

@@ -429,7 +429,7 @@ from typing import Any, Iterator
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mngr.modal.plugins.module_utils._base import EXPECTED_ERRORS, ModalModule, run_module
+from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     BuildArgError,
     check_network,
@@ -439,6 +439,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     resolve_spec,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, is_not_found
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
     DockerfileError,
     DockerfilePlan,
@@ -488,6 +489,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
 )
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     CLIENT_KEY,
+    HAS_CRYPTOGRAPHY,
     HOST_KEY,
     INSTALL_HOST_PACKAGES_COMMAND,
     LOCK_TIMEOUT_SECONDS,
@@ -548,20 +550,18 @@ def tail(lines: Any, count: int = LOG_TAIL_LINES) -> str:
 # --- the module ------------------------------------------------------------------------------------
 
 
-class CreateFailure(Exception):
-    """Creating or bootstrapping failed; ``log`` is the tail of the relevant log."""
+class CreateFailure(ModalCollectionError):
+    """Creating or bootstrapping failed; ``log`` is the tail of the relevant log, shown after the message."""
 
     def __init__(self, message: str, log: str = "", code: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, code=code or None)
         self.message = message
         self.log = log
-        self.code = code
 
     def fail_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``module.fail_json``: the message, then the log's last lines."""
-        kwargs: dict[str, Any] = {"msg": self.message + (f"\n--- last lines of the log ---\n{self.log}" if self.log else "")}
-        if self.code:
-            kwargs["error_code"] = self.code
+        kwargs = super().fail_kwargs()
+        if self.log:
+            kwargs["msg"] += f"\n--- last lines of the log ---\n{self.log}"
         return kwargs
 
 
@@ -596,9 +596,8 @@ class ModalSandboxModule(ModalModule):
         "wait": {"type": "bool", "default": True},
         "wait_timeout": {"type": "int", "default": 300},
     }
-    expected_errors = EXPECTED_ERRORS + (DockerfileError, CreateFailure)
     reports_diff = True
-    needs_cryptography = True
+    required_libraries = {"cryptography": HAS_CRYPTOGRAPHY}
 
     def __init__(self, module: AnsibleModule) -> None:
         super().__init__(module)

@@ -215,6 +215,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     volume_catalog,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+    HAS_CRYPTOGRAPHY,
     SSH_PORT,
     KeyStore,
     SshNotReady,
@@ -242,7 +243,7 @@ class ModalSnapshotModule(ModalModule):
         "wait_timeout": {"type": "int", "default": 120},
     }
     reports_diff = True
-    needs_cryptography = True
+    required_libraries = {"cryptography": HAS_CRYPTOGRAPHY}
 
     def validate_inputs(self) -> None:
         params = self.params
