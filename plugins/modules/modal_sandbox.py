@@ -439,69 +439,70 @@ from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     resolve_spec,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, is_not_found
-from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError, ModalCollectionError
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    Host,
+    HostDirectory,
+    find_host,
+    host_result,
+    new_host_id,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._journal import Journal, recover_journal, take_snapshot
+from ansible_collections.mngr.modal.plugins.module_utils._keys import (
+    CLIENT_KEY,
+    HAS_CRYPTOGRAPHY,
+    HOST_KEY,
+    LOCK_TIMEOUT_SECONDS,
+    KeyFolder,
+    KeyFolderBusy,
+    KeyStore,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._live import ended_details
+from ansible_collections.mngr.modal.plugins.module_utils._records import (
+    STATUS_RUNNING,
+    STATUS_STOPPED,
+    HostRecord,
+    HostRecords,
+    host_records,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+    KIND_STOP,
+    SnapshotCatalog,
+    SnapshotError,
+    SnapshotRecord,
+    snapshot_age,
+    validate_snapshot_name,
+    volume_catalog,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+    INSTALL_HOST_PACKAGES_COMMAND,
+    SSH_PORT,
+    SshNotReady,
+    bootstrap_env,
+    bootstrap_script,
+    sandbox_liveness,
+    sshd_command,
+    wait_for_ssh,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import state_files
+from ansible_collections.mngr.modal.plugins.module_utils._tags import (
+    encode_sandbox_tags,
+    format_endpoint,
+    merge_user_tags,
+    normalize_user_tags,
+)
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
     DockerfileError,
     DockerfilePlan,
     dockerfile_image,
     load_dockerfile,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
-    STATUS_DESTROYED,
-    STATUS_FAILED,
-    STATUS_RUNNING,
-    STATUS_STOPPED,
-    Host,
-    HostDirectory,
-    HostError,
-    HostRecord,
-    MemoryRecordStore,
-    VolumeRecordStore,
-    encode_sandbox_tags,
-    ended_details,
-    find_host,
-    format_endpoint,
-    host_result,
-    merge_user_tags,
-    new_host_id,
-    normalize_user_tags,
-    snapshot_age,
-    state_volume_name,
-    validate_host_name,
-)
 from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
     NameReservations,
     Reservation,
     evidence_from,
     is_stale,
-)
-from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
-    KIND_STOP,
-    Journal,
-    SnapshotCatalog,
-    SnapshotError,
-    SnapshotRecord,
-    VolumeFiles,
-    recover_journal,
-    take_snapshot,
-    validate_snapshot_name,
-    volume_catalog,
-)
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
-    CLIENT_KEY,
-    HAS_CRYPTOGRAPHY,
-    HOST_KEY,
-    INSTALL_HOST_PACKAGES_COMMAND,
-    LOCK_TIMEOUT_SECONDS,
-    SSH_PORT,
-    KeyFolder,
-    KeyFolderBusy,
-    KeyStore,
-    SshNotReady,
-    bootstrap_env,
-    bootstrap_script,
-    sshd_command,
-    wait_for_ssh,
 )
 
 SPEC_OPTIONS = ("gpu", "cpu", "memory", "image", "dockerfile", "context_dir", "docker_build_args", "timeout",
@@ -682,11 +683,7 @@ class ModalSandboxModule(ModalModule):
     def load(self, create: bool) -> HostDirectory:
         session = self.session
         app = session.app(create_if_missing=create)
-        if app is None:
-            store: Any = MemoryRecordStore()
-        else:
-            store = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
-                                      session.client, create=create)
+        store = HostRecords.holding() if app is None else host_records(session, create)
         self.directory = HostDirectory(session, app, store)
         return self.directory
 
@@ -699,8 +696,7 @@ class ModalSandboxModule(ModalModule):
     def reservations(self, create: bool = True) -> NameReservations:
         """The app's host name reservations (on its state volume; see _reservations)."""
         if self._reservations is None:
-            files = VolumeFiles(self.session, state_volume_name(self.session.app_name), create)
-            self._reservations = NameReservations(files)
+            self._reservations = NameReservations(state_files(self.session, create))
         return self._reservations
 
     def _evidence(self, host_id: str) -> Any:
@@ -761,8 +757,7 @@ class ModalSandboxModule(ModalModule):
             previous_name = None
             if host.record is not None:
                 previous_name = host.record.previous_name
-                host.record.status = STATUS_DESTROYED
-                host.record.sandbox_id = None
+                host.record.mark_destroyed()
                 directory.store.put(host.record)
             self._release_names(host.host_id, host.name, previous_name)
             folder = self.keys.find(host.host_id, host.name, (previous_name,))
@@ -871,9 +866,7 @@ class ModalSandboxModule(ModalModule):
                 )
         # 1. The record first: from here on the host is found under its new name (see _hosts.Host).
         if record is not None and (renaming or tags_change or key_change or record.previous_name):
-            if renaming:
-                record.previous_name = host.name
-            record.name = name
+            record.begin_rename(name)
             record.user_tags = desired_tags
             if key_change:
                 record.authorized_keys = authorized + [extra_key]
@@ -893,7 +886,7 @@ class ModalSandboxModule(ModalModule):
             self._append_authorized_key(host.sandbox.handle, extra_key)
         # 4. The rename is complete: the old names are free again.
         if record is not None and record.previous_name is not None:
-            record.previous_name = None
+            record.finish_rename()
             self.directory.store.put(record)
         self._release_names(host.host_id, *(old for old in (host.name, previous_name) if old != name))
         return self._finish_existing(after_host, folder)
@@ -921,7 +914,7 @@ class ModalSandboxModule(ModalModule):
             if self.params["wait"]:
                 try:
                     wait_for_ssh(host.ssh_endpoint[0], host.ssh_endpoint[1], folder.client_key, folder.known_hosts,
-                                 self.params["wait_timeout"], self._liveness(host.sandbox.handle, None))
+                                 self.params["wait_timeout"], sandbox_liveness(host.sandbox.handle))
                 except SshNotReady as exc:
                     self.module.fail_json(msg=f"host {host.name} is running but SSH does not answer: {exc}",
                                           ssh_error=exc.last_error)
@@ -1051,10 +1044,7 @@ class ModalSandboxModule(ModalModule):
         # has no sandbox, which the next stop marks stopped and the next start restores from this snapshot.
         self._terminate_all(host.host_id)
         record = host.record or HostRecord(host_id=host.host_id, name=host.name, user_tags=dict(host.user_tags))
-        record.status = STATUS_STOPPED
-        record.stop_reason = f"stopped by mngr.modal.modal_sandbox at {snap.created_at}; snapshot {snap.name}"
-        record.sandbox_id = None
-        record.ssh_host = record.ssh_port = None
+        record.mark_stopped(f"stopped by mngr.modal.modal_sandbox at {snap.created_at}; snapshot {snap.name}")
         directory.store.put(record)
         host.record = record
         host.sandbox = None
@@ -1073,10 +1063,7 @@ class ModalSandboxModule(ModalModule):
                 "snapshot was taken; a start restores its newest snapshot, if any, else rebuilds it from its spec"
             )
             if not self.check_mode:
-                record.status = STATUS_STOPPED
-                record.stop_reason = "its sandbox ended without a stop (timeout or crash); no stop snapshot"
-                record.sandbox_id = None
-                record.ssh_host = record.ssh_port = None
+                record.mark_stopped("its sandbox ended without a stop (timeout or crash); no stop snapshot")
                 self.directory.store.put(record)
         else:
             self.diff["after"] = self.diff["before"]
@@ -1203,11 +1190,7 @@ class ModalSandboxModule(ModalModule):
         extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
         if lost is not None and lost.record is not None:
             record = lost.record
-            record.user_tags = dict(user_tags)
-            record.spec = spec
-            record.ssh_host_public_key = folder.read_public(HOST_KEY)
-            record.authorized_keys = sorted(set(record.authorized_keys) | set(extra_keys))
-            record.stop_reason = None
+            record.prepare_new_sandbox(user_tags, spec, folder.read_public(HOST_KEY), extra_keys)
             extra_keys = record.authorized_keys
         else:
             record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
@@ -1217,12 +1200,9 @@ class ModalSandboxModule(ModalModule):
         sandbox = None
         try:
             sandbox = self._create_sandbox(image, host_id, name, user_tags)
-            record.sandbox_id = sandbox.object_id
             endpoint = self._bootstrap(sandbox, folder)
-            record.ssh_host, record.ssh_port = endpoint
             self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
-            record.status = STATUS_RUNNING
-            record.failure = None
+            record.mark_running(sandbox.object_id, endpoint)
             self.directory.store.put(record)
             self._sweep_duplicates(host_id, sandbox.object_id)
         except (CreateFailure, ModalError, OSError) as exc:
@@ -1310,10 +1290,7 @@ class ModalSandboxModule(ModalModule):
         except ModalError as exc:
             self.warnings.append(f"could not terminate the sandbox of the failed host {record.name}: {exc.msg}")
         try:
-            if not keep_keys:
-                record.status = STATUS_FAILED
-            record.failure = reason[-2000:]
-            record.sandbox_id = None
+            record.mark_failed(reason, host_existed=keep_keys)
             self.directory.store.put(record)
         except ModalError:
             pass
@@ -1377,25 +1354,6 @@ class ModalSandboxModule(ModalModule):
         # The entrypoint only keeps the sandbox alive; sshd is started by an exec once the keys are in place.
         return self.session.call(modal.Sandbox.create, "sleep", "infinity", **kwargs)
 
-    def _liveness(self, sandbox: Any, sshd: Any) -> Any:
-        def still_alive() -> str | None:
-            try:
-                code = sandbox.poll()
-            except Exception:  # pylint: disable=broad-exception-caught
-                return None
-            if code is not None:
-                return f"the sandbox exited with code {code}"
-            if sshd is not None:
-                try:
-                    sshd_code = sshd.poll()
-                except Exception:  # pylint: disable=broad-exception-caught
-                    return None
-                if sshd_code is not None:
-                    return f"sshd exited with code {sshd_code}"
-            return None
-
-        return still_alive
-
     def _tunnel_endpoint(self, sandbox: Any, timeout: int) -> tuple[str, int]:
         tunnels = self.session.call(sandbox.tunnels, timeout=timeout)
         tunnel = tunnels.get(SSH_PORT)
@@ -1420,7 +1378,7 @@ class ModalSandboxModule(ModalModule):
         if self.params["wait"]:
             try:
                 wait_for_ssh(endpoint[0], endpoint[1], folder.client_key, folder.known_hosts,
-                             self.params["wait_timeout"], self._liveness(sandbox, sshd))
+                             self.params["wait_timeout"], sandbox_liveness(sandbox, sshd))
             except SshNotReady as exc:
                 log = exc.last_error
                 try:
