@@ -75,7 +75,7 @@ def exec_out(sandboxes: list, app, reference: str, command: str) -> str:
     return out
 
 
-def test_import_a_rootfs_tarball(app, sandboxes, bookworm_root, tmp_path) -> None:
+def test_import_a_rootfs_tarball(app, sandbox_api, sandboxes, bookworm_root, tmp_path) -> None:
     archive = tar_of(bookworm_root, tmp_path / "rootfs.tar")
     result = import_image("emulator-test/tarball:1", archive)
     assert result.returncode == 0, result.stderr

@@ -26,7 +26,7 @@ def test_debian_slim_references_have_neither_python_nor_sshd(app, sandbox_api, s
     assert out.split("\n")[:4] == ["VERSION_CODENAME=bookworm", "no-python3", "no-sshd", "0"]
 
 
-def test_python_slim_reference_runs_python_and_pip(app, sandboxes) -> None:
+def test_python_slim_reference_runs_python_and_pip(app, sandbox_api, sandboxes) -> None:
     code, out, err = run(sandboxes, app, modal.Image.from_registry("python:3.11-slim"),
                          "python --version && pip --version >/dev/null && echo pip-ok; grep CODENAME= /etc/os-release")
     assert code == 0, err
@@ -40,7 +40,7 @@ def test_debian_slim_image_has_python_and_no_sshd(app, sandboxes) -> None:
     assert (code, out) == (0, "3\nno-sshd\n"), err
 
 
-def test_unknown_reference_fails_the_build_naming_it(app, sandboxes) -> None:
+def test_unknown_reference_fails_the_build_naming_it(app, sandbox_api, sandboxes) -> None:
     with pytest.raises(ImageBuildError, match=r"'emulator-missing/thing:1\.0'.*modal-emulator image import"):
         modal.Sandbox.create(app=app, image=modal.Image.from_registry("emulator-missing/thing:1.0"))
 
@@ -62,8 +62,8 @@ def test_images_are_immutable_and_host_files_never_show(app, sandboxes) -> None:
 
 
 def test_build_log_says_which_python_stands_in(app, sandboxes, capfd) -> None:
-    image = modal.Image.debian_slim(python_version="3.12").run_commands("echo stand-in-check")
+    image = modal.Image.debian_slim(python_version="3.13").run_commands("echo stand-in-check")
     with modal.enable_output():
         sb = modal.Sandbox.create(app=app, image=image)
     sandboxes.append(sb)
-    assert re.search(r"python 3\.12[.0-9]* was asked for; Debian's python3 3\.11 stands in", capfd.readouterr().out)
+    assert re.search(r"python 3\.13[.0-9]* was asked for; Debian's python3 3\.11 stands in", capfd.readouterr().out)
