@@ -794,12 +794,12 @@ class ModalSandboxModule(ModalModule):
         if new_name is not None:
             target = find_host(hosts, new_name)
             if host is not None and target is not None and target.host_id != host.host_id:
-                self.module.fail_json(
-                    msg=f"cannot rename host {name} to {new_name}: a host named {new_name} already exists "
-                        f"(host_id {target.host_id}). Choose another new_name, or destroy {new_name} first."
+                raise HostError(
+                    f"cannot rename host {name} to {new_name}: a host named {new_name} already exists "
+                    f"(host_id {target.host_id}). Choose another new_name, or destroy {new_name} first."
                 )
             if host is None and target is None:
-                self.module.fail_json(msg=f"cannot rename host {name} to {new_name}: there is no host named {name}")
+                raise HostError(f"cannot rename host {name} to {new_name}: there is no host named {name}")
             if host is None:
                 host = target  # renamed earlier; finish whatever that run left undone
             name = new_name
@@ -860,9 +860,9 @@ class ModalSandboxModule(ModalModule):
         if renaming:
             holder = self.reservations().reserve(name, host.host_id, self._evidence)
             if holder.host_id != host.host_id:
-                self.module.fail_json(
-                    msg=f"cannot rename host {host.name} to {name}: another run took the name {name} at the same time "
-                        f"({holder.describe()}). Nothing was changed; choose another new_name."
+                raise HostError(
+                    f"cannot rename host {host.name} to {name}: another run took the name {name} at the same time "
+                    f"({holder.describe()}). Nothing was changed; choose another new_name."
                 )
         # 1. The record first: from here on the host is found under its new name (see _hosts.Host).
         if record is not None and (renaming or tags_change or key_change or record.previous_name):
@@ -909,15 +909,15 @@ class ModalSandboxModule(ModalModule):
                     with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
                         pass
                 except (KeyFolderBusy, FileNotFoundError) as exc:
-                    self.module.fail_json(msg=f"host {host.name} is being created by another run: {exc}")
+                    raise HostError(f"host {host.name} is being created by another run: {exc}")
             folder.pin(*host.ssh_endpoint)
             if self.params["wait"]:
                 try:
                     wait_for_ssh(host.ssh_endpoint[0], host.ssh_endpoint[1], folder.client_key, folder.known_hosts,
                                  self.params["wait_timeout"], sandbox_liveness(host.sandbox.handle))
                 except SshNotReady as exc:
-                    self.module.fail_json(msg=f"host {host.name} is running but SSH does not answer: {exc}",
-                                          ssh_error=exc.last_error)
+                    raise HostError(f"host {host.name} is running but SSH does not answer: {exc}",
+                                    ssh_error=exc.last_error)
         return self.result_for(host, host.name)
 
     def _append_authorized_key(self, handle: Any, key: str) -> None:
@@ -991,8 +991,8 @@ class ModalSandboxModule(ModalModule):
         directory = self.load(create=False)
         host = find_host(directory.hosts(), name)
         if host is None:
-            self.module.fail_json(msg=f"there is no host named {name} to stop in the Modal app "
-                                      f"{self.session.app_name}; mngr.modal.modal_sandbox_info lists the hosts")
+            raise HostError(f"there is no host named {name} to stop in the Modal app "
+                            f"{self.session.app_name}; mngr.modal.modal_sandbox_info lists the hosts")
         before = self.describe(host)
         self.diff["before"] = before
         self.diff["after"] = dict(before, state="stopped")
@@ -1003,10 +1003,10 @@ class ModalSandboxModule(ModalModule):
             existing = self.catalog(create=False).get(host.host_id, snapshot_name)
             self.flush_catalog_warnings()
             if existing is not None:
-                self.module.fail_json(
-                    msg=f"host {host.name} already has a snapshot named {snapshot_name} (image {existing.image_id}), "
-                        "so the host was not stopped: choose another snapshot name, or delete that snapshot with "
-                        "mngr.modal.modal_snapshot (state=absent)"
+                raise HostError(
+                    f"host {host.name} already has a snapshot named {snapshot_name} (image {existing.image_id}), "
+                    "so the host was not stopped: choose another snapshot name, or delete that snapshot with "
+                    "mngr.modal.modal_snapshot (state=absent)"
                 )
         self.changed = True
         if self.check_mode:
@@ -1036,9 +1036,9 @@ class ModalSandboxModule(ModalModule):
         self.flush_catalog_warnings()
         if not written:
             # Another run recorded a snapshot under this name meanwhile: the host's files are not safely kept.
-            self.module.fail_json(
-                msg=f"snapshot {snap.name} of host {host.name} was recorded by another run at the same time, so the "
-                    "host was not stopped (its files would not be in the catalog): retry with another snapshot name"
+            raise HostError(
+                f"snapshot {snap.name} of host {host.name} was recorded by another run at the same time, so the "
+                "host was not stopped (its files would not be in the catalog): retry with another snapshot name"
             )
         # Terminate first, record second: a crash in between leaves a host whose record says running and that
         # has no sandbox, which the next stop marks stopped and the next start restores from this snapshot.
@@ -1076,25 +1076,25 @@ class ModalSandboxModule(ModalModule):
         spec, and keeps the host's id, name, tags and keys (so its pinned host key stays the same).
         """
         if host.name != name:
-            self.module.fail_json(msg=f"host {host.name} is stopped: start it (state=started) before renaming it "
-                                      f"to {name}")
+            raise HostError(f"host {host.name} is stopped: start it (state=started) before renaming it "
+                            f"to {name}")
         record = host.record  # never None: a host without a sandbox is only known from its record
         source = self.source_snapshot(host)
         if host.state == "ended":
             self.warnings.append(self._ended_start_warning(host, source))
         if source is None and not (record and record.spec):
-            self.module.fail_json(
-                msg=f"host {host.name} cannot be started: it has no usable snapshot and no recorded build spec. "
-                    "Start it from another snapshot (snapshot: HOST/NAME or an image id), or destroy it "
-                    "(state=absent) and create it again."
+            raise HostError(
+                f"host {host.name} cannot be started: it has no usable snapshot and no recorded build spec. "
+                "Start it from another snapshot (snapshot: HOST/NAME or an image id), or destroy it "
+                "(state=absent) and create it again."
             )
         folder = self.keys.find(host.host_id, host.name, (record.previous_name if record else None,),
                                 migrate=not self.check_mode)
         if folder is None:
-            self.module.fail_json(
-                msg=f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: "
-                    "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
-                    "across starts, so that its pinned host key stays valid)"
+            raise HostError(
+                f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: "
+                "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
+                "across starts, so that its pinned host key stays valid)"
             )
         return self.create(name, lost=host, source=source, folder=folder)
 
@@ -1136,8 +1136,8 @@ class ModalSandboxModule(ModalModule):
             try:
                 self._check_on_controller(building=source is None)
             except (BuildArgError, DockerfileError) as exc:
-                self.module.fail_json(msg=f"host {name} needs a new sandbox, but its recorded spec cannot be "
-                                          f"used on this controller: {exc}")
+                raise HostError(f"host {name} needs a new sandbox, but its recorded spec cannot be "
+                                f"used on this controller: {exc}")
         self.changed = True
         # A new sandbox is built from the whole spec, so the diff shows all of it (not only the keys the task gives).
         self.diff["before"] = self.describe(lost, whole_spec=True)
@@ -1179,7 +1179,7 @@ class ModalSandboxModule(ModalModule):
                 if holder is None or holder.host_id == host_id:
                     return self._launch(name, host_id, lost, source, folder, image, spec, user_tags)
         except KeyFolderBusy as exc:
-            self.module.fail_json(msg=f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
+            raise HostError(f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
         return self._name_taken(name, holder)
 
     def _launch(self, name: str, host_id: str, lost: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
@@ -1245,23 +1245,23 @@ class ModalSandboxModule(ModalModule):
         """
         folder = self.keys.find(holder.host_id, name)
         if folder is None:
-            self.module.fail_json(
-                msg=f"host name {name} is taken in app {self.session.app_name} by another run at the same time "
-                    f"({holder.describe()}), and that host's SSH keys are not in {self.session.key_dir}. Nothing was "
-                    f"created. Use the host from the controller that created it, or choose another name."
+            raise HostError(
+                f"host name {name} is taken in app {self.session.app_name} by another run at the same time "
+                f"({holder.describe()}), and that host's SSH keys are not in {self.session.key_dir}. Nothing was "
+                f"created. Use the host from the controller that created it, or choose another name."
             )
         try:
             with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
                 pass
         except (KeyFolderBusy, FileNotFoundError) as exc:
-            self.module.fail_json(msg=f"host {name} is being created by another run on this controller "
-                                      f"({holder.describe()}): {exc}. Nothing was created; rerun when it is done.")
+            raise HostError(f"host {name} is being created by another run on this controller "
+                            f"({holder.describe()}): {exc}. Nothing was created; rerun when it is done.")
         self.directory.forget()
         host = find_host(self.directory.hosts(), name)
         if host is None or host.host_id != holder.host_id:
-            self.module.fail_json(
-                msg=f"another run was creating host {name} at the same time ({holder.describe()}) and did not finish "
-                    "it. Nothing was created by this run; run the task again."
+            raise HostError(
+                f"another run was creating host {name} at the same time ({holder.describe()}) and did not finish "
+                "it. Nothing was created by this run; run the task again."
             )
         self.warnings.append(f"host {name} was created by another run at the same time ({holder.describe()}); this "
                              "run uses that host")

@@ -190,6 +190,7 @@ msg:
 from typing import Any
 
 from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     Host,
     HostDirectory,
@@ -258,8 +259,8 @@ class ModalSnapshotModule(ModalModule):
         host_name = self.params["host"]
         app = session.app(create_if_missing=False)
         if app is None:
-            self.module.fail_json(msg=f"there is no host named {host_name}: the Modal app {session.app_name} does not "
-                                      "exist (check the app and environment options)")
+            raise ModalCollectionError(f"there is no host named {host_name}: the Modal app {session.app_name} does not "
+                                       "exist (check the app and environment options)")
         store = host_records(session, create=False)
         host = find_host(HostDirectory(session, app, store).hosts(), host_name)
         if host is None and include_destroyed:
@@ -268,8 +269,8 @@ class ModalSnapshotModule(ModalModule):
                 record = max(gone, key=lambda r: r.updated_at or "")
                 host = Host(record.host_id, record.name, dict(record.user_tags), record=record)
         if host is None:
-            self.module.fail_json(msg=f"there is no host named {host_name} in the Modal app {session.app_name}; "
-                                      "mngr.modal.modal_sandbox_info lists the hosts")
+            raise ModalCollectionError(f"there is no host named {host_name} in the Modal app {session.app_name}; "
+                                       "mngr.modal.modal_sandbox_info lists the hosts")
         return host, store
 
     def catalog(self, create: bool) -> SnapshotCatalog:
@@ -293,10 +294,10 @@ class ModalSnapshotModule(ModalModule):
             self.diff["before"] = self.diff["after"] = existing.result(host.name)
             return existing.result(host.name)
         if host.sandbox is None:
-            self.module.fail_json(
-                msg=f"host {host.name} is stopped (it has no running sandbox), so there is nothing to snapshot. "
-                    "Start it with mngr.modal.modal_sandbox (state: started) first; its existing snapshots are "
-                    "listed by mngr.modal.modal_snapshot_info."
+            raise ModalCollectionError(
+                f"host {host.name} is stopped (it has no running sandbox), so there is nothing to snapshot. "
+                "Start it with mngr.modal.modal_sandbox (state: started) first; its existing snapshots are "
+                "listed by mngr.modal.modal_snapshot_info."
             )
         self.changed = True
         self.diff["before"] = existing.result(host.name) if existing else {}
@@ -359,10 +360,10 @@ class ModalSnapshotModule(ModalModule):
         host.ssh_endpoint = endpoint
 
     def fail_after_snapshot(self, host: Host, result: dict[str, Any], reason: str) -> None:
-        self.module.fail_json(
-            msg=f"snapshot {result['name']} of host {host.name} was taken and recorded (image {result['id']}), but "
-                f"SSH to the host does not work afterwards: {reason}. Stopping and starting the host with "
-                "mngr.modal.modal_sandbox gives it a new sandbox and tunnel.",
+        raise ModalCollectionError(
+            f"snapshot {result['name']} of host {host.name} was taken and recorded (image {result['id']}), but "
+            f"SSH to the host does not work afterwards: {reason}. Stopping and starting the host with "
+            "mngr.modal.modal_sandbox gives it a new sandbox and tunnel.",
             changed=self.changed, modal_snapshot=result,
         )
 
