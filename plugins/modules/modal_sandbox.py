@@ -420,12 +420,10 @@ modal_sandbox:
           sample: true
 """
 
-import collections
-import contextlib
 import json
 import os
 import re
-from typing import Any, Iterator
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -433,13 +431,11 @@ from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModul
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
     BuildArgError,
     check_network,
-    memory_mib,
-    network_kwargs,
     parse_build_args,
     resolve_spec,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, is_not_found
-from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError, ModalCollectionError
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     Host,
     HostDirectory,
@@ -450,7 +446,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
 )
 from ansible_collections.mngr.modal.plugins.module_utils._journal import Journal, recover_journal, take_snapshot
 from ansible_collections.mngr.modal.plugins.module_utils._keys import (
-    CLIENT_KEY,
     HAS_CRYPTOGRAPHY,
     HOST_KEY,
     LOCK_TIMEOUT_SECONDS,
@@ -459,6 +454,15 @@ from ansible_collections.mngr.modal.plugins.module_utils._keys import (
     KeyStore,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._live import ended_details
+from ansible_collections.mngr.modal.plugins.module_utils._provision import (
+    CreateFailure,
+    bootstrap,
+    build_image,
+    create_sandbox,
+    snapshot_image,
+    tail,
+    tunnel_endpoint,
+)
 from ansible_collections.mngr.modal.plugins.module_utils._records import (
     STATUS_RUNNING,
     STATUS_STOPPED,
@@ -476,13 +480,8 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     volume_catalog,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
-    INSTALL_HOST_PACKAGES_COMMAND,
-    SSH_PORT,
     SshNotReady,
-    bootstrap_env,
-    bootstrap_script,
     sandbox_liveness,
-    sshd_command,
     wait_for_ssh,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._state_volume import state_files
@@ -495,7 +494,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._tags import (
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
     DockerfileError,
     DockerfilePlan,
-    dockerfile_image,
     load_dockerfile,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
@@ -509,61 +507,9 @@ SPEC_OPTIONS = ("gpu", "cpu", "memory", "image", "dockerfile", "context_dir", "d
                 "idle_timeout", "region", "secrets", "cidr_allowlist", "offline", "volumes", "env")
 # Spec keys that say how to build an image: meaningless when the host starts from a snapshot's image.
 IMAGE_SPEC_KEYS = ("image", "dockerfile", "context_dir", "docker_build_args")
-LOG_TAIL_LINES = 30
-
-
-# --- build log capture -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def captured_build_log(lines: "collections.deque[str]") -> Iterator[None]:
-    """Collect image build output into ``lines`` while the SDK builds.
-
-    The SDK sends build logs to its output manager, which is silent unless output is enabled. The
-    public API offers no other way to read a build's log from Python, so this installs a silent manager
-    that keeps the text (``modal._output``, a private module: if it moves, builds simply carry no log).
-    """
-    try:
-        from modal._output.manager import DisabledOutputManager, OutputManager  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        yield
-        return
-
-    class _Capture(DisabledOutputManager):  # type: ignore[misc, valid-type]
-        async def put_streaming_log(self, log: Any, prefix: str = "") -> None:
-            data = getattr(log, "data", "")
-            if data:
-                lines.extend(str(data).splitlines())
-
-    previous = OutputManager.get()
-    OutputManager._set(_Capture())  # pylint: disable=protected-access
-    try:
-        yield
-    finally:
-        OutputManager._set(previous)  # pylint: disable=protected-access
-
-
-def tail(lines: Any, count: int = LOG_TAIL_LINES) -> str:
-    text_lines = [line for line in (lines or []) if line is not None]
-    return "\n".join(list(text_lines)[-count:])
 
 
 # --- the module ------------------------------------------------------------------------------------
-
-
-class CreateFailure(ModalCollectionError):
-    """Creating or bootstrapping failed; ``log`` is the tail of the relevant log, shown after the message."""
-
-    def __init__(self, message: str, log: str = "", code: str | None = None) -> None:
-        super().__init__(message, code=code or None)
-        self.message = message
-        self.log = log
-
-    def fail_kwargs(self) -> dict[str, Any]:
-        kwargs = super().fail_kwargs()
-        if self.log:
-            kwargs["msg"] += f"\n--- last lines of the log ---\n{self.log}"
-        return kwargs
 
 
 class ModalSandboxModule(ModalModule):
@@ -894,7 +840,7 @@ class ModalSandboxModule(ModalModule):
     def _finish_existing(self, host: Host, folder: KeyFolder | None) -> dict[str, Any]:
         """Fill in the SSH endpoint, check SSH answers (wait=true), and build the result."""
         if host.ssh_endpoint is None and host.sandbox is not None:
-            host.ssh_endpoint = self._tunnel_endpoint(host.sandbox.handle, 30)
+            host.ssh_endpoint = tunnel_endpoint(self.session, host.sandbox.handle, 30)
         if folder is None:
             self.warnings.append(
                 f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: the "
@@ -968,18 +914,6 @@ class ModalSandboxModule(ModalModule):
         finally:
             self.flush_catalog_warnings()
         return record
-
-    def _snapshot_image(self, record: SnapshotRecord) -> Any:
-        """The snapshot's image, looked up now so that a vanished image fails before anything is created."""
-        modal = self.session.modal
-        image = modal.Image.from_id(record.image_id, client=self.session.client)
-        try:
-            # The SDK refuses to hydrate an image on demand; build() loads it (ImageFromId) without building.
-            self.session.call(image.build, self.directory.app)
-        except ModalError as exc:
-            raise CreateFailure(f"the image {record.image_id} of snapshot {record.name} cannot be used: {exc.msg}",
-                                code=exc.code) from exc
-        return image
 
     def stopped(self) -> dict[str, Any]:
         """Snapshot the running sandbox (kind stop), then terminate it; the host record keeps the stop reason.
@@ -1160,11 +1094,11 @@ class ModalSandboxModule(ModalModule):
         host_id = lost.host_id if lost else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
         if source is not None:
-            image = self._snapshot_image(source)
+            image = snapshot_image(self.session, self.directory.app, source)
         else:
             if self.dockerfile_plan is not None:
                 self.warnings.extend(self.dockerfile_plan.warnings)
-            image = self._build_image()
+            image = build_image(self.session, self.directory.app, self.spec, self.dockerfile_plan)
         # A new host gets a new folder (named after its new id); another run on this controller that wants the
         # same host waits for this lock, so it finds the keys complete (see _name_taken).
         folder = folder or self.keys.folder_for(host_id, name)
@@ -1196,11 +1130,10 @@ class ModalSandboxModule(ModalModule):
             record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
                                 ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
                                 authorized_keys=extra_keys)
-        self.extra_authorized_keys = extra_keys
         sandbox = None
         try:
-            sandbox = self._create_sandbox(image, host_id, name, user_tags)
-            endpoint = self._bootstrap(sandbox, folder)
+            sandbox = create_sandbox(self.session, self.directory.app, image, spec, host_id, name, user_tags)
+            endpoint = bootstrap(self.session, sandbox, folder, spec, extra_keys, params["wait"], params["wait_timeout"])
             self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
             record.mark_running(sandbox.object_id, endpoint)
             self.directory.store.put(record)
@@ -1300,94 +1233,6 @@ class ModalSandboxModule(ModalModule):
                 self._release_names(host_id, record.name)
             except (ModalError, SnapshotError):
                 pass
-
-    def _build_image(self) -> Any:
-        """Build the image before any sandbox exists, so a failed build can leave nothing behind."""
-        modal = self.session.modal
-        spec = self.spec
-        if spec["dockerfile"]:
-            context_dir = spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"]))
-            image = dockerfile_image(modal, self.dockerfile_plan, context_dir)
-            description = f"the image from {spec['dockerfile']}"
-        else:
-            image = modal.Image.from_registry(spec["image"])
-            description = f"the image {spec['image']}"
-        image = image.run_commands(INSTALL_HOST_PACKAGES_COMMAND)
-        log: collections.deque[str] = collections.deque(maxlen=200)
-        try:
-            with captured_build_log(log):
-                self.session.call(image.build, self.directory.app)
-        except ModalError as exc:
-            raise CreateFailure(f"building {description} failed: {exc.msg}", tail(log), exc.code) from exc
-        return image
-
-    def _create_sandbox(self, image: Any, host_id: str, name: str, user_tags: dict[str, str]) -> Any:
-        modal = self.session.modal
-        spec = self.spec
-        kwargs: dict[str, Any] = {
-            "app": self.directory.app,
-            "image": image,
-            "timeout": spec["timeout"],
-            "cpu": spec["cpu"],
-            "memory": memory_mib(spec),
-            "unencrypted_ports": [SSH_PORT],
-            "tags": encode_sandbox_tags(host_id, name, user_tags),
-            "client": self.session.client,
-        }
-        if spec["gpu"]:
-            kwargs["gpu"] = spec["gpu"]
-        if spec["region"]:
-            kwargs["region"] = spec["region"]
-        if spec["idle_timeout"]:
-            kwargs["idle_timeout"] = spec["idle_timeout"]
-        kwargs.update(network_kwargs(spec))
-        if spec["env"]:
-            kwargs["env"] = dict(spec["env"])
-        if spec["secrets"]:
-            kwargs["secrets"] = [modal.Secret.from_dict({key: os.environ[key] for key in spec["secrets"]})]
-        if spec["volumes"]:
-            kwargs["volumes"] = {
-                volume["path"]: modal.Volume.from_name(volume["name"], create_if_missing=True,
-                                                       environment_name=self.session.environment)
-                for volume in spec["volumes"]
-            }
-        # The entrypoint only keeps the sandbox alive; sshd is started by an exec once the keys are in place.
-        return self.session.call(modal.Sandbox.create, "sleep", "infinity", **kwargs)
-
-    def _tunnel_endpoint(self, sandbox: Any, timeout: int) -> tuple[str, int]:
-        tunnels = self.session.call(sandbox.tunnels, timeout=timeout)
-        tunnel = tunnels.get(SSH_PORT)
-        if tunnel is None:
-            raise CreateFailure(f"the sandbox has no tunnel for port {SSH_PORT}")
-        host, port = tunnel.tcp_socket
-        return host, int(port)
-
-    def _bootstrap(self, sandbox: Any, folder: KeyFolder) -> tuple[str, int]:
-        """Keys in with one exec, sshd started with another, tunnel read and pinned, then a real login."""
-        name = folder.name
-        env = bootstrap_env(folder.read_public(CLIENT_KEY), folder.read_private(HOST_KEY), folder.read_public(HOST_KEY),
-                            self.extra_authorized_keys, login_env=self.spec.get("env"))
-        setup = self.session.call(sandbox.exec, "sh", "-c", bootstrap_script(), env=env)
-        code = self.session.call(setup.wait)
-        output = self.session.call(setup.stdout.read) + self.session.call(setup.stderr.read)
-        if code != 0:
-            raise CreateFailure(f"bootstrapping SSH in host {name} failed (exit code {code})", tail(output.splitlines()))
-        sshd = self.session.call(sandbox.exec, *sshd_command())
-        endpoint = self._tunnel_endpoint(sandbox, self.params["wait_timeout"])
-        folder.pin(*endpoint)
-        if self.params["wait"]:
-            try:
-                wait_for_ssh(endpoint[0], endpoint[1], folder.client_key, folder.known_hosts,
-                             self.params["wait_timeout"], sandbox_liveness(sandbox, sshd))
-            except SshNotReady as exc:
-                log = exc.last_error
-                try:
-                    if sshd.poll() is not None:
-                        log = (log + "\n" + sshd.stderr.read()).strip()
-                except Exception:  # pylint: disable=broad-exception-caught
-                    pass
-                raise CreateFailure(f"host {name}: {exc}", tail(log.splitlines())) from exc
-        return endpoint
 
 
 def _build_args_value(value: Any) -> Any:

@@ -140,8 +140,6 @@ modal_sandbox_info:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
@@ -168,10 +166,9 @@ class ModalSandboxInfoModule(ModalModule):
         "tags": {"type": "dict"},
     }
 
-    def __init__(self, module: AnsibleModule) -> None:
-        super().__init__(module)
-        self.name_filter: str | None = None
-        self.tags_filter: dict[str, str] | None = None
+    # The filters, once validated.
+    name_filter: str | None = None
+    tags_filter: dict[str, str] | None = None
 
     def validate_inputs(self) -> None:
         name, tags = self.params["name"], self.params["tags"]

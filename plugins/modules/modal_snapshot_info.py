@@ -115,8 +115,6 @@ modal_snapshot_info:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalSession
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
@@ -163,10 +161,9 @@ class ModalSnapshotInfoModule(ModalModule):
         "name": {"type": "str"},
     }
 
-    def __init__(self, module: AnsibleModule) -> None:
-        super().__init__(module)
-        self.host_filter: str | None = None
-        self.name_filter: str | None = None
+    # The filters, once validated.
+    host_filter: str | None = None
+    name_filter: str | None = None
 
     def validate_inputs(self) -> None:
         host, name = self.params["host"], self.params["name"]

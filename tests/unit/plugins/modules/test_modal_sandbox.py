@@ -22,7 +22,8 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
 from ansible_collections.mngr.modal.plugins.module_utils._state_volume import MemoryStateFiles
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfileError
-from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import CreateFailure, ModalSandboxModule
+from ansible_collections.mngr.modal.plugins.module_utils._provision import CreateFailure
+from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import ModalSandboxModule
 
 
 class FakeModule:
