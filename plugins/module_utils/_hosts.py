@@ -165,8 +165,8 @@ class HostDirectory:
         listed = lister.list(self.app.app_id)
         return [
             ListedSandbox(sandbox["id"], dict(sandbox["tags"]), lister.handles.get(sandbox["id"]),
-                        ssh_endpoint=tuple(sandbox["ssh"]) if sandbox.get("ssh") else None,
-                        open_handle=self._open_handle)
+                          ssh_endpoint=tuple(sandbox["ssh"]) if sandbox.get("ssh") else None,
+                          open_handle=self._open_handle)
             for sandbox in listed
         ]
 

@@ -126,6 +126,7 @@ def build_image(session: Any, app: Any, spec: dict[str, Any], dockerfile_plan: D
         raise CreateFailure(f"building {description} failed: {exc.msg}", tail(log), exc.code) from exc
     return image
 
+
 def create_sandbox(session: Any, app: Any, image: Any, spec: dict[str, Any], host_id: str, name: str,
                    user_tags: dict[str, str]) -> Any:
     modal = session.modal
@@ -159,11 +160,13 @@ def create_sandbox(session: Any, app: Any, image: Any, spec: dict[str, Any], hos
     # The entrypoint only keeps the sandbox alive; sshd is started by an exec once the keys are in place.
     return session.call(modal.Sandbox.create, "sleep", "infinity", **kwargs)
 
+
 def tunnel_endpoint(session: Any, sandbox: Any, timeout: int) -> tuple[str, int]:
     endpoint = ssh_tunnel_endpoint(session.call, sandbox, timeout)
     if endpoint is None:
         raise CreateFailure(f"the sandbox has no tunnel for port {SSH_PORT}")
     return endpoint
+
 
 def bootstrap(session: Any, sandbox: Any, folder: KeyFolder, spec: dict[str, Any], authorized_keys: list[str],
               wait: bool, wait_timeout: int) -> tuple[str, int]:

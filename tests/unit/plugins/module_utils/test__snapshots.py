@@ -141,8 +141,8 @@ def test_list_is_newest_first_per_host_and_for_all():
 def test_corrupt_and_misplaced_records_warn_and_are_skipped():
     good = record("good")
     files = MemoryStateFiles({good.path: good.to_json(), "snapshots/host-a/broken.json": b"{half a rec",
-                         "snapshots/host-a/moved.json": record("elsewhere").to_json(),
-                         "snapshots/host-a/notes.txt": b"ignored"})
+                              "snapshots/host-a/moved.json": record("elsewhere").to_json(),
+                              "snapshots/host-a/notes.txt": b"ignored"})
     catalog = SnapshotCatalog(files)
     assert [r.name for r in catalog.list("host-a")] == ["good"]
     assert len(catalog.warnings) == 2
