@@ -77,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seed the random choice of --fail, so that the same sequence of calls fails the same calls",
     )
     serve.add_argument(
+        "--unavailable-gpu",
+        action="append",
+        default=[],
+        metavar="TYPE",
+        help="refuse sandboxes that ask for this GPU type (e.g. H100), as Modal refuses a type it does not offer; "
+        "can be repeated",
+    )
+    serve.add_argument(
         "--list-omits-details", action="store_true", help="leave tags and tunnels out of sandbox list pages"
     )
 
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             fault_seed=args.fault_seed,
             list_omits_details=args.list_omits_details,
             base_cache=args.base_cache,
+            unavailable_gpus=frozenset(args.unavailable_gpu),
         )
         return run(options)
     if args.command == "image":

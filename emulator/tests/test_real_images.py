@@ -67,3 +67,12 @@ def test_build_log_says_which_python_stands_in(app, sandboxes, capfd) -> None:
         sb = modal.Sandbox.create(app=app, image=image)
     sandboxes.append(sb)
     assert re.search(r"python 3\.13[.0-9]* was asked for; Debian's python3 3\.11 stands in", capfd.readouterr().out)
+
+
+def test_the_same_step_on_two_bases_builds_two_layers(app, sandboxes) -> None:
+    # A RUN step's result depends on the root it ran in: the same command on another base must not reuse its layer.
+    step = "test -e /usr/bin/python3 && echo with-python > /which || echo without-python > /which"
+    python_image = modal.Image.from_registry("python:3.11-slim").run_commands(step)
+    debian_image = modal.Image.from_registry("debian:bookworm-slim").run_commands(step)
+    assert run(sandboxes, app, python_image, "cat /which")[:2] == (0, "with-python\n")
+    assert run(sandboxes, app, debian_image, "cat /which")[:2] == (0, "without-python\n")

@@ -12,7 +12,7 @@ import time
 
 import modal
 import pytest
-from modal.exception import NotFoundError
+from modal.exception import InvalidError, NotFoundError
 
 from sdk_harness import EMULATOR, EmulatorProcess, serving_emulator
 
@@ -81,6 +81,19 @@ def test_fault_flag_fails_the_named_rpc(own_server: EmulatorProcess) -> None:
         modal.App.lookup("faulty", create_if_missing=True)
     # Other RPCs are untouched (only delayed).
     assert modal.Secret.from_dict({"A": "1"}).hydrate().object_id.startswith("st-")
+
+
+@pytest.mark.server_args("--unavailable-gpu", "h100", "--unavailable-gpu", "B200")
+def test_unavailable_gpu_is_refused_as_modal_refuses_it(own_server: EmulatorProcess) -> None:
+    app = modal.App.lookup("gpus", create_if_missing=True)
+    with pytest.raises(InvalidError, match="^H100 is not a valid GPU type$"):
+        modal.Sandbox.create("sleep", "100", app=app, gpu="H100:2")
+    with pytest.raises(InvalidError, match="B200 is not a valid GPU type"):
+        modal.Sandbox.create("sleep", "100", app=app, gpu="b200")
+    # Nothing was started for the refused creates; other types still work.
+    assert list(modal.Sandbox.list(app_id=app.app_id)) == []
+    sb = modal.Sandbox.create("sleep", "100", app=app, gpu="A10G")
+    sb.terminate()
 
 
 FAULT_RATE = 0.1

@@ -46,6 +46,10 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 # gRPC statuses worth another try: the SDK itself retries exactly these (see RETRYABLE_GRPC_STATUS_CODES
 # in modal._utils.grpc_utils); a call that still fails after the SDK's own retries is retried here as a whole.
 TRANSIENT_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED", "INTERNAL", "UNKNOWN"})
+# A rate limit or a quota of the workspace: the SDK does not retry these calls, and a later try often succeeds (a
+# rate limit clears within seconds; a quota frees up as other sandboxes end), so they are retried here too, with
+# longer waits, a bounded number of times.
+RATE_LIMIT_STATUSES = frozenset({"RESOURCE_EXHAUSTED"})
 
 AUTH_HELP = (
     "Create a token with `modal token new`, or set the environment variables MODAL_TOKEN_ID and "
@@ -70,29 +74,47 @@ class ModalError(ModalCollectionError):
 
 
 class RetryPolicy:
-    """Jittered exponential backoff ("full jitter"): attempt n waits a random time up to base * 2**n, capped."""
+    """Jittered exponential backoff ("full jitter"): attempt n waits a random time up to base * 2**n, capped.
+
+    Rate limits and quotas (``is_rate_limited``) wait longer (``rate_limit_base_delay``, ``rate_limit_max_delay``):
+    hammering a rate limit only extends it.
+    """
 
     def __init__(self, max_attempts: int = 4, base_delay: float = 0.5, max_delay: float = 8.0,
-                 sleep: t.Callable[[float], None] = time.sleep, rand: t.Callable[[], float] = random.random) -> None:
+                 sleep: t.Callable[[float], None] = time.sleep, rand: t.Callable[[], float] = random.random,
+                 rate_limit_base_delay: float = 2.0, rate_limit_max_delay: float = 20.0) -> None:
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.rate_limit_base_delay = rate_limit_base_delay
+        self.rate_limit_max_delay = rate_limit_max_delay
         self._sleep = sleep
         self._rand = rand
 
-    def delay(self, attempt: int) -> float:
+    def delay(self, attempt: int, rate_limited: bool = False) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (0-based)."""
+        if rate_limited:
+            return self._rand() * min(self.rate_limit_max_delay, self.rate_limit_base_delay * (2 ** attempt))
         return self._rand() * min(self.max_delay, self.base_delay * (2 ** attempt))
 
-    def run(self, fn: t.Callable[[], t.Any], is_transient: t.Callable[[BaseException], bool]) -> t.Any:
+    def longest_wait(self, rate_limited: bool = False) -> float:
+        """The most seconds all the waits between ``max_attempts`` attempts can add up to."""
+        policy = RetryPolicy(self.max_attempts, self.base_delay, self.max_delay, rand=lambda: 1.0,
+                             rate_limit_base_delay=self.rate_limit_base_delay,
+                             rate_limit_max_delay=self.rate_limit_max_delay)
+        return sum(policy.delay(attempt, rate_limited) for attempt in range(self.max_attempts - 1))
+
+    def run(self, fn: t.Callable[[], t.Any], is_transient: t.Callable[[BaseException], bool],
+            is_rate_limited: t.Callable[[BaseException], bool] = lambda exc: False) -> t.Any:
         """Call ``fn`` until it succeeds, fails permanently, or ``max_attempts`` is used up."""
         for attempt in range(self.max_attempts):
             try:
                 return fn()
             except Exception as exc:  # pylint: disable=broad-exception-caught
-                if attempt + 1 >= self.max_attempts or not is_transient(exc):
+                rate_limited = is_rate_limited(exc)
+                if attempt + 1 >= self.max_attempts or not (rate_limited or is_transient(exc)):
                     raise
-                self._sleep(self.delay(attempt))
+                self._sleep(self.delay(attempt, rate_limited))
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
 
@@ -113,6 +135,25 @@ def is_transient(exc: BaseException) -> bool:
     return grpc_status_name(exc) in TRANSIENT_STATUSES
 
 
+def is_rate_limited(exc: BaseException) -> bool:
+    """Whether a failed call hit a rate limit or a quota (RESOURCE_EXHAUSTED): worth repeating after a longer wait."""
+    return grpc_status_name(exc) in RATE_LIMIT_STATUSES
+
+
+def rate_limit_message(text: str, retry: RetryPolicy | None) -> str:
+    """What a user can do about a rate limit or quota that the retries did not outlast."""
+    tried = ""
+    if retry is not None and retry.max_attempts > 1:
+        tried = (f" The call was tried {retry.max_attempts} times, with waits of up to "
+                 f"{retry.longest_wait(rate_limited=True):g} seconds in all.")
+    return (
+        f"Modal refused the request because a rate limit or a quota of the workspace was reached "
+        f"(RESOURCE_EXHAUSTED): {text}.{tried} For a rate limit, wait a minute and run again with fewer tasks at once "
+        "(lower forks, or throttle on the task); for a quota (running sandboxes, GPUs, memory), stop or destroy the "
+        "hosts you do not need, or ask Modal for a higher limit (workspace settings)."
+    )
+
+
 def is_not_found(exc: BaseException) -> bool:
     """Whether a failure means "no such object": Modal's NotFoundError, raw or mapped by the session (NOT_FOUND).
 
@@ -129,8 +170,11 @@ def is_not_found(exc: BaseException) -> bool:
     return False
 
 
-def map_error(exc: BaseException, server_url: str) -> ModalError:
-    """Turn any exception raised by the SDK into a ModalError with an actionable message."""
+def map_error(exc: BaseException, server_url: str, retry: RetryPolicy | None = None) -> ModalError:
+    """Turn any exception raised by the SDK into a ModalError with an actionable message.
+
+    ``retry`` is the policy the call was made with, so that a message can say how long it was retried.
+    """
     if isinstance(exc, ModalError):
         return exc
     kind = type(exc).__name__
@@ -146,6 +190,8 @@ def map_error(exc: BaseException, server_url: str) -> ModalError:
             "environment; check the environment option and the token's workspace (`modal token info`).",
             code=status,
         )
+    if status in RATE_LIMIT_STATUSES:
+        return ModalError(rate_limit_message(text, retry), code=status, details=details)
     # Only network failures mean "unreachable": other OSErrors (a missing file, a full disk) are not the server's fault.
     if kind in ("ConnectionError", "RetryTimeoutError") or isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror)):
         return ModalError(
@@ -293,11 +339,11 @@ class ModalSession:
         return bool(config.get("token_id") and config.get("token_secret"))
 
     def call(self, fn: t.Callable[..., t.Any], *args: t.Any, **kwargs: t.Any) -> t.Any:
-        """Run one SDK call with retries on transient errors; every failure becomes a ModalError."""
+        """Run one SDK call with retries on transient errors and rate limits; every failure becomes a ModalError."""
         try:
-            return self.retry.run(lambda: fn(*args, **kwargs), is_transient)
+            return self.retry.run(lambda: fn(*args, **kwargs), is_transient, is_rate_limited)
         except Exception as exc:  # pylint: disable=broad-exception-caught
-            raise map_error(exc, self.server_url) from exc
+            raise map_error(exc, self.server_url, self.retry) from exc
 
     def app(self, create_if_missing: bool) -> t.Any:
         """The Modal app of this installation, or None when it does not exist and may not be created."""

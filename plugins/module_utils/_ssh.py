@@ -39,14 +39,16 @@ ETC_ENVIRONMENT_END = "# END mngr.modal env"
 SSHD_PATH = "/usr/sbin/sshd"
 
 # What a host needs so that Ansible can manage it over SSH, installed in one image layer when the image lacks it:
-# sshd to log in, python3 to run modules, and CA certificates so that modules reach HTTPS sources. Package names are
+# sshd to log in, python3 to run modules, and CA certificates so that modules reach HTTPS sources. python3 must be
+# /usr/bin/python3, the interpreter the role and the inventory name: Docker's python images keep theirs in
+# /usr/local/bin, so they get the distribution's python3 too. Package names are
 # the same for apt-get, apk and dnf. The layer's definition never changes, so the image cache builds it once per
 # image, and nothing is left running (a build step's processes end with it).
 HOST_PACKAGES = ("openssh-server", "python3", "ca-certificates")
 INSTALL_HOST_PACKAGES_COMMAND = (
     'missing=""; '
     '[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"; '
-    'command -v python3 >/dev/null 2>&1 || missing="$missing python3"; '
+    '[ -x /usr/bin/python3 ] || missing="$missing python3"; '
     '[ -s /etc/ssl/certs/ca-certificates.crt ] || [ -s /etc/pki/tls/certs/ca-bundle.crt ] '
     '|| missing="$missing ca-certificates"; '
     'if [ -z "$missing" ]; then :; '

@@ -79,6 +79,8 @@ options:
   gpu:
     description:
       - GPU to attach, for example V(h100), V(A100-80GB:2) (type and count). Case-insensitive.
+      - When Modal refuses the type (one it does not offer to the workspace, or not in O(region)), the module fails
+        with a message that names the GPU and lists the other types to try; no sandbox is started.
     type: str
   cpu:
     description:
@@ -92,9 +94,13 @@ options:
     description:
       - Registry image to start from. Default V(debian:bookworm-slim). Mutually exclusive with O(dockerfile).
       - An image layer installs what an SSH host for Ansible needs whenever the image lacks it, with C(apt-get), C(apk)
-        or C(dnf) through the sandbox's network, C(openssh-server), C(python3) and C(ca-certificates). It is built once
-        per image and cached. An image that lacks one of them and has none of those package managers fails to build,
-        with a message that names the image and what is missing.
+        or C(dnf) through the sandbox's network, C(openssh-server), C(python3) and C(ca-certificates). Its definition
+        is the same for every host, so Modal's image cache builds it once per image and the second host from the same
+        image builds nothing; the layer leaves no process running. An image that lacks one of them and has none of
+        those package managers fails to build, with a message that names the image and what is missing, and nothing is
+        created.
+      - An image reference that cannot be found fails with a message that names it and says what to check; a build
+        step that fails (a C(RUN) line of O(dockerfile)) fails with its exit code and the last lines of the build log.
     type: str
   dockerfile:
     description:
@@ -223,6 +229,11 @@ notes:
   - Any failure after the sandbox was created terminates it before the module fails, and the failure message ends
     with the tail of the image build or bootstrap log, so a failed create never leaves a running sandbox behind.
   - The controller needs an OpenSSH client (C(ssh)) when O(wait=true).
+  - Calls to Modal that fail for a transient reason (C(UNAVAILABLE), C(DEADLINE_EXCEEDED)...) or hit a rate limit or
+    quota (C(RESOURCE_EXHAUSTED)) are tried again, up to 4 times in all, after random (jittered) waits that grow
+    each time (up to 14 seconds in all for a rate limit). A rate limit or quota that outlasts them fails with a
+    message that says so and what to do.
+  - RV(modal_sandbox.timings) shows where the time of a create went (image build, sandbox start, SSH wait).
 seealso:
   - module: mngr.modal.modal_sandbox_info
   - module: mngr.modal.modal_snapshot
@@ -381,6 +392,15 @@ modal_sandbox:
       description: The build spec the host was created with (keys as in O(build_args), normalized).
       type: dict
       sample: {cpu: 2.0, memory: 8.0, gpu: H100, image: "debian:bookworm-slim", timeout: 900}
+    timings:
+      description:
+        - How many seconds each phase of creating the host's sandbox took, so that you can see where the time went.
+        - C(build) is preparing the image (building its missing layers, only looking it up when Modal's image cache
+          has them all, or loading a snapshot's image); C(start) is creating the sandbox and setting up SSH in it
+          (keys, sshd, the tunnel); C(ssh_wait) is waiting until an SSH login succeeds (V(0.0) with O(wait=false)).
+      returned: when this run created a sandbox for the host (a new host, or a start), outside check mode
+      type: dict
+      sample: {build: 0.41, start: 2.87, ssh_wait: 0.52}
     ssh:
       description: How to reach the host.
       type: dict
@@ -423,6 +443,7 @@ modal_sandbox:
 import json
 import os
 import re
+import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -455,6 +476,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._keys import (
 )
 from ansible_collections.mngr.modal.plugins.module_utils._live import ended_details
 from ansible_collections.mngr.modal.plugins.module_utils._provision import (
+    seconds_since,
     CreateFailure,
     bootstrap,
     build_image,
@@ -555,6 +577,8 @@ class ModalSandboxModule(ModalModule):
         self.dockerfile_plan: DockerfilePlan | None = None
         self._catalog: SnapshotCatalog | None = None
         self._reservations: NameReservations | None = None
+        # Seconds each phase of a create took (build, start, ssh_wait), returned as timings.
+        self.timings: dict[str, float] = {}
 
     # --- input ----------------------------------------------------------------------------------
 
@@ -1093,12 +1117,14 @@ class ModalSandboxModule(ModalModule):
                 return self._name_taken(name, holder)
         host_id = lost.host_id if lost else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
+        build_started = time.monotonic()
         if source is not None:
             image = snapshot_image(self.session, self.directory.app, source)
         else:
             if self.dockerfile_plan is not None:
                 self.warnings.extend(self.dockerfile_plan.warnings)
             image = build_image(self.session, self.directory.app, self.spec, self.dockerfile_plan)
+        self._time("build", build_started)
         # A new host gets a new folder (named after its new id); another run on this controller that wants the
         # same host waits for this lock, so it finds the keys complete (see _name_taken).
         folder = folder or self.keys.folder_for(host_id, name)
@@ -1132,8 +1158,11 @@ class ModalSandboxModule(ModalModule):
                                 authorized_keys=extra_keys)
         sandbox = None
         try:
+            start_started = time.monotonic()
             sandbox = create_sandbox(self.session, self.directory.app, image, spec, host_id, name, user_tags)
-            endpoint = bootstrap(self.session, sandbox, folder, spec, extra_keys, params["wait"], params["wait_timeout"])
+            endpoint = bootstrap(self.session, sandbox, folder, spec, extra_keys, params["wait"], params["wait_timeout"],
+                                 self.timings)
+            self._time("start", start_started, minus=self.timings["ssh_wait"])
             self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
             record.mark_running(sandbox.object_id, endpoint)
             self.directory.store.put(record)
@@ -1152,7 +1181,12 @@ class ModalSandboxModule(ModalModule):
                              self.session.key_dir, self.session.app_name, self.session.environment)
         if source is not None:
             result["snapshot"] = source.result()
+        result["timings"] = {key: self.timings[key] for key in ("build", "start", "ssh_wait")}
         return result
+
+    def _time(self, phase: str, started: float, minus: float = 0.0) -> None:
+        """Record how many seconds ``phase`` took since ``started`` (a time.monotonic() reading)."""
+        self.timings[phase] = seconds_since(started, minus)
 
     @staticmethod
     def _ended_during_setup_message(name: str, exc: ModalError, kept: bool) -> str:

@@ -180,12 +180,14 @@ class EmulatorState:
     """Everything the RPC mixins share; one instance per ``modal-emulator serve`` process."""
 
     def __init__(self, state_dir: pathlib.Path, *, list_omits_details: bool = False,
-                 base_cache: pathlib.Path | None = None) -> None:
+                 base_cache: pathlib.Path | None = None, unavailable_gpus: frozenset[str] = frozenset()) -> None:
         from modal_emulator.runtime.bases import BaseCache
 
         self.state_dir = state_dir.resolve()
         self.bases = BaseCache(base_cache)
         self.list_omits_details = list_omits_details
+        # GPU types (upper case) that SandboxCreate refuses, as Modal refuses a type it does not offer.
+        self.unavailable_gpus = frozenset(gpu.upper() for gpu in unavailable_gpus)
         self.store: Store | None = None
         self.server_url: str = ""
         self.http_base_url: str = ""

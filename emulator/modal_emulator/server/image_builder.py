@@ -393,7 +393,9 @@ class ImageBuild:
                        f"{BOOKWORM_PYTHON} stands in for it\n")
 
     def _layer_id(self, *step: Any) -> str:
-        return "l-" + sha256_hex(self.layers, self.env, self.workdir, step, self.salt)[:40]
+        # The base root is not one of self.layers, yet a step's result depends on it: it is part of the key.
+        base_key = (self.base or {}).get("key")
+        return "l-" + sha256_hex(base_key, self.layers, self.env, self.workdir, step, self.salt)[:40]
 
     async def _run(self, args: str, build_env: dict[str, str], quiet: bool = False) -> None:
         argv = exec_form(args)

@@ -94,6 +94,7 @@ class SandboxRegistry:
     ) -> LiveSandbox:
         if not app_id or app_id not in self.state.table("apps"):
             self.state.abort(Status.NOT_FOUND, f"App {app_id or '(none)'} not found")
+        self._refuse_unavailable_gpu(definition)
         name = definition.name
         key = (app_id, name)
         if name and (key in self._reserved_names or self.running_with_name(app_id, name)):
@@ -104,6 +105,14 @@ class SandboxRegistry:
             return await self._create(app_id, definition, tags, request_env, v2)
         finally:
             self._reserved_names.discard(key)
+
+    def _refuse_unavailable_gpu(self, definition: api_pb2.Sandbox) -> None:
+        """Fail a create that asks for a GPU type made unavailable (``--unavailable-gpu``), as Modal refuses a type
+        it does not offer: INVALID_ARGUMENT (the SDK raises InvalidError) with Modal's wording, before anything starts.
+        """
+        gpu_type = definition.resources.gpu_config.gpu_type
+        if gpu_type and gpu_type.upper() in self.state.unavailable_gpus:
+            self.state.abort(Status.INVALID_ARGUMENT, f"{gpu_type} is not a valid GPU type")
 
     async def _create(
         self, app_id: str, definition: api_pb2.Sandbox, tags: Any, request_env: dict[str, str], v2: bool

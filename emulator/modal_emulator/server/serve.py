@@ -40,6 +40,7 @@ class ServeOptions:
     fault_seed: int | None = None   # None: a different choice of failing calls on every run
     list_omits_details: bool = False
     base_cache: pathlib.Path | None = None   # None: $MODAL_EMULATOR_BASE_CACHE or the default
+    unavailable_gpus: frozenset[str] = frozenset()   # GPU types SandboxCreate refuses (INVALID_ARGUMENT)
 
 
 async def serve(options: ServeOptions) -> None:
@@ -48,7 +49,7 @@ async def serve(options: ServeOptions) -> None:
 
     options.state_dir.mkdir(parents=True, exist_ok=True)
     state = EmulatorState(options.state_dir, list_omits_details=options.list_omits_details,
-                          base_cache=options.base_cache)
+                          base_cache=options.base_cache, unavailable_gpus=options.unavailable_gpus)
     await asyncio.to_thread(cleanup_stale, state.state_dir)
     store = Store(state.state_dir)
     await asyncio.to_thread(store.open)

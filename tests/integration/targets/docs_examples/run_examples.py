@@ -186,14 +186,25 @@ def show_tail(label: str, log_path: str) -> None:
     print("---")
 
 
-def run_guide(guide_path: str, blocks: list[Block], work_root: str, settings: dict[str, str]) -> GuideResult:
+def test_app_prefix(config_path: str | None) -> str | None:
+    """The run's app name from integration_config.yml (modal_test_app), when the runner gives one."""
+    if not config_path or not os.path.exists(config_path):
+        return None
+    with open(config_path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    return str(config["modal_test_app"]) if config.get("modal_test_app") else None
+
+
+def run_guide(guide_path: str, blocks: list[Block], work_root: str, settings: dict[str, str],
+              app_prefix: str | None = None) -> GuideResult:
     """Run one guide's marked blocks in order in a fresh folder and app, then clean that app up."""
     guide = os.path.basename(guide_path)
     stem = re.sub(r"[^a-z0-9-]+", "-", os.path.splitext(guide)[0].lower()).strip("-")
     result = GuideResult(guide)
     workdir = os.path.join(work_root, stem)
     os.makedirs(workdir, mode=0o700, exist_ok=True)
-    app = f"docs-{stem}-{time.time_ns()}"
+    # A test run that names its apps (tools/test_modal.sh) finds them again to clean up: <prefix>-docs-<guide>.
+    app = f"{app_prefix}-docs-{stem}" if app_prefix else f"docs-{stem}-{time.time_ns()}"
     env = {key: value for key, value in os.environ.items() if key not in NOT_A_USER_SETTING}
     env.update(settings)
     env.update(MNGR_MODAL_APP=app, MNGR_MODAL_KEY_DIR=os.path.join(workdir, "keys"))
@@ -282,7 +293,7 @@ def main() -> int:
     results = []
     for path, blocks in guides:
         try:
-            results.append(run_guide(path, blocks, work_root, settings))
+            results.append(run_guide(path, blocks, work_root, settings, test_app_prefix(args.config)))
         except ExampleError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -8,25 +8,9 @@ cd "$(dirname "$0")"
 
 python="${ANSIBLE_TEST_PYTHON_INTERPRETER:-python3}"
 work="${OUTPUT_DIR:-$(mktemp -d)}/runbooks"
-mkdir -p "$work"
-chmod 0700 "$work"
-
-# The Modal settings from integration_config.yml (written by the test runner), else the caller's environment.
-config=../../integration_config.yml
-if [ -f "$config" ]; then
-    eval "$("$python" - "$config" <<'PY'
-import shlex, sys, yaml
-with open(sys.argv[1], encoding="utf-8") as handle:
-    config = yaml.safe_load(handle) or {}
-for key, value in (config.get("modal_env") or {}).items():
-    print(f"export {key}={shlex.quote(str(value))}")
-PY
-)"
-fi
-export MODAL_CONFIG_PATH="${MODAL_CONFIG_PATH:-$work/modal.toml}"
-touch "$MODAL_CONFIG_PATH"
-MNGR_MODAL_APP="it-runbooks-$(date +%s%N)"
-export MNGR_MODAL_APP MNGR_MODAL_KEY_DIR="$work/keys"
+# shellcheck source=SCRIPTDIR/../setup_modal_env/modal_env.sh
+source ../setup_modal_env/modal_env.sh
+modal_env runbooks "$work" "$python"
 
 cleanup() {
     ansible-playbook cleanup.yml || true

@@ -16,6 +16,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._client import (
     RetryPolicy,
     check_reachable,
     is_not_found,
+    is_rate_limited,
     is_transient,
     map_error,
     missing_credentials_message,
@@ -105,6 +106,56 @@ def test_backoff_is_exponential_capped_and_jittered():
     # The real random source stays within the bound.
     real = RetryPolicy(base_delay=0.5, max_delay=4.0)
     assert all(0 <= real.delay(3) <= 4.0 for attempt in range(100))
+
+
+def rate_limited():
+    return sdk_error(modal_exception.ResourceExhaustedError, grpclib.Status.RESOURCE_EXHAUSTED, "too many requests")
+
+
+def test_rate_limits_are_retried_with_longer_jittered_waits():
+    policy, sleeps = no_sleep_policy(max_attempts=4)
+    fn = Recorder([rate_limited()] * 2)
+    assert policy.run(fn, is_transient, is_rate_limited) == "ok"
+    assert fn.calls == 3
+    assert sleeps == [2.0, 4.0]  # the rate-limit schedule, longer than the transient one (0.5, 1.0)
+    jittered = RetryPolicy(rand=lambda: 0.25)
+    assert jittered.delay(1, rate_limited=True) == 1.0
+    assert [policy.delay(n, rate_limited=True) for n in range(6)] == [2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
+
+
+def test_rate_limits_are_retried_a_bounded_number_of_times():
+    policy, sleeps = no_sleep_policy(max_attempts=4)
+    fn = Recorder([rate_limited()] * 10)
+    with pytest.raises(modal_exception.ResourceExhaustedError):
+        policy.run(fn, is_transient, is_rate_limited)
+    assert fn.calls == 4
+    assert sleeps == [2.0, 4.0, 8.0]
+    assert policy.longest_wait(rate_limited=True) == 14.0
+
+
+def test_rate_limits_are_not_transient_errors():
+    # Callers that pass only is_transient (no rate-limit test) do not retry them.
+    assert is_rate_limited(rate_limited()) and not is_transient(rate_limited())
+    policy, sleeps = no_sleep_policy(max_attempts=4)
+    fn = Recorder([rate_limited()])
+    with pytest.raises(modal_exception.ResourceExhaustedError):
+        policy.run(fn, is_transient)
+    assert fn.calls == 1 and not sleeps
+
+
+def test_session_call_says_a_rate_limit_outlasted_the_retries():
+    policy, sleeps = no_sleep_policy(max_attempts=3)
+    session = ModalSession.from_module(FakeModule(), retry=policy)
+    fn = Recorder([rate_limited()] * 5)
+    with pytest.raises(ModalError) as err:
+        session.call(fn)
+    assert fn.calls == 3 and sleeps == [2.0, 4.0]
+    assert err.value.code == "RESOURCE_EXHAUSTED"
+    message = err.value.msg
+    assert "rate limit or a quota" in message
+    assert "too many requests" in message
+    assert "tried 3 times, with waits of up to 6 seconds in all" in message
+    assert "fewer tasks at once" in message and "stop or destroy the hosts you do not need" in message
 
 
 # --- error mapping ------------------------------------------------------------------------------------
