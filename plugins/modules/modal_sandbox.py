@@ -955,7 +955,7 @@ class ModalSandboxModule(ModalModule):
         self.diff["before"] = before
         self.diff["after"] = dict(before, state="stopped")
         if host.sandbox is None:
-            return self._mark_lost_host_stopped(host)
+            return self._mark_sandboxless_host_stopped(host)
         snapshot_name = self.params["snapshot"]
         if snapshot_name is not None:
             existing = self.catalog(create=False).get(host.host_id, snapshot_name)
@@ -1011,7 +1011,7 @@ class ModalSandboxModule(ModalModule):
         result["snapshot"] = snap.result(host.name)
         return result
 
-    def _mark_lost_host_stopped(self, host: Host) -> dict[str, Any]:
+    def _mark_sandboxless_host_stopped(self, host: Host) -> dict[str, Any]:
         """A host without a sandbox is already stopped; one whose sandbox ended on its own gets its record fixed."""
         record = host.record
         if record is not None and record.status != STATUS_STOPPED:
@@ -1028,7 +1028,7 @@ class ModalSandboxModule(ModalModule):
         return self.result_for(host, host.name, "stopped")
 
     def start(self, host: Host, name: str) -> dict[str, Any]:
-        """A new sandbox for a host that has none: stopped, or lost (its sandbox ended without a stop).
+        """A new sandbox for a host that has none: stopped, or ended (its sandbox ended without a stop).
 
         It starts from the snapshot the snapshot option names, else the host's newest snapshot, else its build
         spec, and keeps the host's id, name, tags and keys (so its pinned host key stays the same).
@@ -1054,7 +1054,7 @@ class ModalSandboxModule(ModalModule):
                 "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
                 "across starts, so that its pinned host key stays valid)"
             )
-        return self.create(name, lost=host, source=source, folder=folder)
+        return self.create(name, existing=host, source=source, folder=folder)
 
     def _ended_start_warning(self, host: Host, source: SnapshotRecord | None) -> str:
         """What a start of a host whose sandbox ended by itself brings back, and what it loses."""
@@ -1069,22 +1069,22 @@ class ModalSandboxModule(ModalModule):
 
     # --- create ----------------------------------------------------------------------------------------
 
-    def create(self, name: str, lost: Host | None = None, source: SnapshotRecord | None = None,
+    def create(self, name: str, existing: Host | None = None, source: SnapshotRecord | None = None,
                folder: KeyFolder | None = None) -> dict[str, Any]:
-        """Create a host, or a new sandbox for ``lost``, an existing host without one (stopped, or ended).
+        """Create a host, or a new sandbox for ``existing``, a host without one (stopped, or ended).
 
         ``source`` is the snapshot whose image the sandbox runs (else the image is built from the spec);
-        ``folder`` the key folder of ``lost``, whose keys the new sandbox gets.
+        ``folder`` the key folder of ``existing``, whose keys the new sandbox gets.
         """
         params = self.params
         spec = dict(self.spec)
-        if lost is None:
+        if existing is None:
             user_tags = self.requested_tags or {}
         else:
-            user_tags = merge_user_tags(lost.user_tags, self.requested_tags, params["purge_tags"])
+            user_tags = merge_user_tags(existing.user_tags, self.requested_tags, params["purge_tags"])
         # The spec the host (or, for a clone, the snapshot's host) was created with, changed only where this task
         # asks for something else. With a snapshot's image, the keys that describe how to build one stay as recorded.
-        base_spec = lost.record.spec if lost is not None and lost.record is not None else (source.spec if source else {})
+        base_spec = existing.record.spec if existing is not None and existing.record is not None else (source.spec if source else {})
         if base_spec:
             overrides = [key for key in self.given_spec_keys if source is None or key not in IMAGE_SPEC_KEYS]
             spec = dict(self.spec)
@@ -1098,24 +1098,24 @@ class ModalSandboxModule(ModalModule):
                                 f"used on this controller: {exc}")
         self.changed = True
         # A new sandbox is built from the whole spec, so the diff shows all of it (not only the keys the task gives).
-        self.diff["before"] = self.describe(lost, whole_spec=True)
+        self.diff["before"] = self.describe(existing, whole_spec=True)
         self.diff["after"] = {"name": name, "state": "running", "tags": dict(user_tags),
                               "spec": self._spec_view(spec, whole_spec=True)}
         if source is not None:
             self.diff["after"]["snapshot"] = source.name
         if self.check_mode:
-            result = host_result(lost.host_id if lost else None, name, "running", user_tags, spec, None, None,
+            result = host_result(existing.host_id if existing else None, name, "running", user_tags, spec, None, None,
                                  self.session.key_dir, self.session.app_name, self.session.environment)
             if source is not None:
                 result["snapshot"] = source.result()
             return result
 
-        if lost is None:
+        if existing is None:
             # Fail fast, before building anything, when another run holds the name.
             holder = self._claimant(name)
             if holder is not None:
                 return self._name_taken(name, holder)
-        host_id = lost.host_id if lost else new_host_id()
+        host_id = existing.host_id if existing else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
         build_started = time.monotonic()
         if source is not None:
@@ -1131,25 +1131,25 @@ class ModalSandboxModule(ModalModule):
         folder.name = name
         holder = None
         try:
-            with folder.locked(LOCK_TIMEOUT_SECONDS, create=lost is None):
-                if lost is None:
+            with folder.locked(LOCK_TIMEOUT_SECONDS, create=existing is None):
+                if existing is None:
                     holder = self.reservations().reserve(name, host_id, self._evidence)
                     if holder.host_id != host_id:
                         folder.remove(host_id)  # ours, still empty: this run creates nothing
                 if holder is None or holder.host_id == host_id:
-                    return self._launch(name, host_id, lost, source, folder, image, spec, user_tags)
+                    return self._launch(name, host_id, existing, source, folder, image, spec, user_tags)
         except KeyFolderBusy as exc:
             raise HostError(f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
         return self._name_taken(name, holder)
 
-    def _launch(self, name: str, host_id: str, lost: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
+    def _launch(self, name: str, host_id: str, existing: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
                 image: Any, spec: dict[str, Any], user_tags: dict[str, str]) -> dict[str, Any]:
         """Keys, record, sandbox, bootstrap: the part of a create that runs holding the host's name and key folder."""
         params = self.params
         folder.ensure(host_id)
         extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
-        if lost is not None and lost.record is not None:
-            record = lost.record
+        if existing is not None and existing.record is not None:
+            record = existing.record
             record.prepare_new_sandbox(user_tags, spec, folder.read_public(HOST_KEY), extra_keys)
             extra_keys = record.authorized_keys
         else:
@@ -1168,11 +1168,11 @@ class ModalSandboxModule(ModalModule):
             self.directory.store.put(record)
             self._sweep_duplicates(host_id, sandbox.object_id)
         except (CreateFailure, ModalError, OSError) as exc:
-            self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=lost is not None)
+            self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=existing is not None)
             if isinstance(exc, CreateFailure):
                 raise
             if isinstance(exc, ModalError) and is_not_found(exc) and sandbox is not None:
-                raise CreateFailure(self._ended_during_setup_message(name, exc, kept=lost is not None),
+                raise CreateFailure(self._ended_during_setup_message(name, exc, kept=existing is not None),
                                     code=exc.code) from exc
             if isinstance(exc, ModalError):
                 raise CreateFailure(exc.msg, code=exc.code) from exc
@@ -1249,7 +1249,7 @@ class ModalSandboxModule(ModalModule):
                                 keep_keys: bool = False) -> None:
         """No orphans: terminate whatever sandbox this create started, record the failure, drop new keys.
 
-        A host that existed before (a new sandbox for a lost host) keeps its record status and keys, so the
+        A host that existed before (a new sandbox for an existing host) keeps its record status and keys, so the
         next run tries again.
         """
         try:
