@@ -87,7 +87,7 @@ async def create_sandboxes(env: dict[str, str], count: int) -> None:
 def make_keys(key_dir: pathlib.Path, count: int) -> None:
     """A key folder per host, as modal_sandbox leaves them (ansible_ssh_private_key_file is then set)."""
     sys.path.insert(0, str(STAGE))
-    from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyFolder  # pylint: disable=import-outside-toplevel
+    from ansible_collections.mngr.modal.plugins.module_utils._keys import KeyFolder  # pylint: disable=import-outside-toplevel
 
     for index in range(count):
         KeyFolder(str(key_dir), host_name(index)).ensure(host_tags(index)["mngr_host_id"])

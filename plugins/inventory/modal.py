@@ -204,22 +204,25 @@ from ansible_collections.mngr.modal.plugins.module_utils._client import (
     ModalSession,
     is_not_found,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     Host,
-    HostError,
-    HostRecord,
-    LiveSandbox,
+    filter_hosts,
+    merge_hosts,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._keys import KeyStore
+from ansible_collections.mngr.modal.plugins.module_utils._live import (
+    ListedSandbox,
     SandboxLister,
     ended_details,
     error_message,
-    filter_hosts,
-    merge_hosts,
-    normalize_user_tags,
     run_bounded,
-    state_volume_name,
-    validate_host_name,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyStore, ssh_common_args
+from ansible_collections.mngr.modal.plugins.module_utils._records import HostRecord, HostRecords
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import ansible_connection_vars, connection_vars
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import state_files
+from ansible_collections.mngr.modal.plugins.module_utils._tags import normalize_user_tags
 
 display = Display()
 
@@ -274,26 +277,14 @@ class ModalReader:
 
     def records(self, app_name: str) -> list[dict[str, t.Any]]:
         """The host records of the app's state volume (none when the volume does not exist)."""
-        modal = self.session.modal
-        call = self.session.call
-        volume = modal.Volume.from_name(
-            state_volume_name(app_name), environment_name=self.session.environment, create_if_missing=False,
-            client=self.session.client,
-        )
-        try:
-            call(volume.hydrate)
-            entries = call(volume.listdir, "hosts")
-        except ModalError as exc:
-            if is_not_found(exc):
-                return []
-            raise
-        paths = sorted(entry.path for entry in entries if getattr(entry, "path", "").endswith(".json"))
+        store = HostRecords(state_files(self.session, create=False, app_name=app_name))
         records = []
-        for path, raw, error in run_bounded(lambda p: call(lambda: b"".join(volume.read_file(p))), paths, self.concurrency):
+        for path, raw, error in run_bounded(store.files.read, store.paths(), self.concurrency):
             if error is not None:
-                if not is_not_found(error):
-                    self.warn(f"Host record {path} of app {app_name!r} could not be read ({error_message(error)}).")
+                self.warn(f"Host record {path} of app {app_name!r} could not be read ({error_message(error)}).")
                 continue
+            if raw is None:
+                continue  # removed since the listing
             try:
                 records.append(dataclasses.asdict(HostRecord.from_json(raw)))
             except ValueError:
@@ -444,7 +435,7 @@ def record_from_raw(raw: dict[str, t.Any]) -> HostRecord:
 def hosts_of_app(app_data: dict[str, t.Any]) -> list[tuple[Host, dict[str, t.Any] | None]]:
     """The app's hosts (records merged with live sandboxes), each with its sandbox's raw data (None if stopped)."""
     raw_by_id = {sandbox["id"]: sandbox for sandbox in app_data["sandboxes"]}
-    live = [LiveSandbox(sandbox["id"], dict(sandbox["tags"] or {})) for sandbox in app_data["sandboxes"]]
+    live = [ListedSandbox(sandbox["id"], dict(sandbox["tags"] or {})) for sandbox in app_data["sandboxes"]]
     records = [record_from_raw(raw) for raw in app_data["records"]]
     return [(host, raw_by_id.get(host.sandbox.sandbox_id) if host.sandbox else None) for host in merge_hosts(live, records)]
 
@@ -484,16 +475,7 @@ def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: 
         folder = keys.find(host.host_id, host.name)
         key_found = folder is not None
         folder = folder or keys.folder_for(host.host_id, host.name)
-        if endpoint:
-            connection["ansible_host"] = endpoint[0]
-            connection["ansible_port"] = int(endpoint[1])
-        connection["ansible_user"] = ssh_user
-        if key_found:
-            connection["ansible_ssh_private_key_file"] = folder.client_key
-        connection["ansible_ssh_common_args"] = ssh_common_args(folder.known_hosts)
-        # ssh takes the first value of an option: with host_key_checking off in ansible.cfg, Ansible would put
-        # StrictHostKeyChecking=no before the arguments above. This host variable keeps checking on for these hosts.
-        connection["ansible_ssh_host_key_checking"] = True
+        connection = ansible_connection_vars(connection_vars(folder, endpoint, ssh_user, with_key=key_found))
     return InventoryHost(
         name=host.name, running=host.sandbox is not None, app=app, facts=facts, connection=connection,
         endpoint_known=bool(endpoint) or host.sandbox is None, key_found=key_found,

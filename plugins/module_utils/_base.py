@@ -9,8 +9,9 @@
 A module is a subclass of :class:`ModalModule` that names its result key (``represent``), declares its own
 options (``options``), checks its input in :meth:`ModalModule.validate_inputs` and does its work in
 :meth:`ModalModule.execute`. :func:`run_module` does the rest: the ``AnsibleModule`` with the shared options,
-the Modal session (always closed), the mapping of the collection's errors to ``fail_json``, the warnings,
-and ``exit_json`` with ``changed``, the result and the diff.
+the Modal session (always closed), the mapping of the collection's errors (:mod:`._errors`) to ``fail_json``,
+the warnings (passed on whether the module succeeds or fails), and ``exit_json`` with ``changed``, the result
+and the diff.
 """
 
 from __future__ import annotations
@@ -22,27 +23,13 @@ from typing import Any, ClassVar
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.mngr.modal.plugins.module_utils._build_args import BuildArgError
 from ansible_collections.mngr.modal.plugins.module_utils._client import (
     DEFAULT_APP,
     ModalError,
     ModalSession,
     modal_argument_spec,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import HostError
-from ansible_collections.mngr.modal.plugins.module_utils._snapshots import SnapshotError
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import HAS_CRYPTOGRAPHY
-
-# Failures the collection raises on purpose: each carries a message for the user (no traceback needed).
-EXPECTED_ERRORS: tuple[type[Exception], ...] = (ModalError, HostError, BuildArgError, SnapshotError)
-
-
-def failure_kwargs(exc: Exception) -> dict[str, Any]:
-    """Keyword arguments for ``fail_json``: the error's own (``fail_kwargs()``, with code and details) or its text."""
-    fail_kwargs = getattr(exc, "fail_kwargs", None)
-    if callable(fail_kwargs):
-        return fail_kwargs()
-    return {"msg": str(exc)}
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
 
 
 def check_shared_options(params: dict[str, Any]) -> None:
@@ -74,12 +61,10 @@ class ModalModule:
     represent: ClassVar[str] = ""
     # The module's own options; the shared ones (doc fragment mngr.modal.modal) are added by argument_spec().
     options: ClassVar[dict[str, dict[str, Any]]] = {}
-    # Errors reported with their message alone; subclasses add their own.
-    expected_errors: ClassVar[tuple[type[Exception], ...]] = EXPECTED_ERRORS
     # Whether the module returns a diff (in diff mode); info modules do not.
     reports_diff: ClassVar[bool] = False
-    # Whether the module needs the cryptography library (modules that handle SSH keys).
-    needs_cryptography: ClassVar[bool] = False
+    # Python libraries the module needs besides modal, each with whether it is installed (``{"cryptography": ...}``).
+    required_libraries: ClassVar[dict[str, bool]] = {}
 
     def __init__(self, module: AnsibleModule) -> None:
         self.module = module
@@ -104,39 +89,52 @@ class ModalModule:
         return AnsibleModule(argument_spec=cls.argument_spec(), supports_check_mode=True)
 
     def validate_inputs(self) -> None:
-        """Everything that can be checked before Modal is contacted; raise one of ``expected_errors``."""
+        """Everything that can be checked before Modal is contacted; raise a ModalCollectionError."""
 
     def execute(self) -> Any:
         """Do the module's work through ``self.session`` and return the result (the value of ``represent``)."""
         raise NotImplementedError
 
     def run(self) -> None:
+        """Check, execute, and report: a ModalCollectionError fails the task with its message, never a traceback.
+
+        The warnings gathered so far reach the user in every case, failures included (``finally``).
+        """
         try:
-            check_shared_options(self.params)
-            self.validate_inputs()
-        except self.expected_errors as exc:
-            self.module.fail_json(**failure_kwargs(exc))
-        self.session = ModalSession.from_module(self.module)
-        try:
-            result = self.execute()
-        except self.expected_errors as exc:
-            self.module.fail_json(**failure_kwargs(exc))
-        finally:
-            self.session.close()
-        for warning in self.warnings:
-            self.module.warn(warning)
+            try:
+                result = self._checked_execute()
+            finally:
+                self.flush_warnings()
+        except ModalCollectionError as exc:
+            self.module.fail_json(**exc.fail_kwargs())
         output: dict[str, Any] = {"changed": self.changed, self.represent: result}
         output.update(self.extra_results)
         if self.reports_diff and self.module._diff:  # pylint: disable=protected-access
             output["diff"] = self.diff
         self.module.exit_json(**output)
 
+    def _checked_execute(self) -> Any:
+        check_shared_options(self.params)
+        self.validate_inputs()
+        self.session = ModalSession.from_module(self.module)
+        try:
+            return self.execute()
+        finally:
+            self.session.close()
+
+    def flush_warnings(self) -> None:
+        """Hand the gathered warnings to Ansible (once each)."""
+        for warning in self.warnings:
+            self.module.warn(warning)
+        self.warnings.clear()
+
 
 def run_module(module_class: type[ModalModule]) -> None:
     """The ``main()`` of every module: build it, run it, and report any bug as an unexpected error with its traceback."""
     module = module_class.define_module()
-    if module_class.needs_cryptography and not HAS_CRYPTOGRAPHY:
-        module.fail_json(msg=missing_required_lib("cryptography"))
+    for library, installed in module_class.required_libraries.items():
+        if not installed:
+            module.fail_json(msg=missing_required_lib(library))
     try:
         module_class(module).run()
     except Exception as exc:  # pylint: disable=broad-exception-caught

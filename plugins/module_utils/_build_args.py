@@ -23,6 +23,8 @@ import re
 import shlex
 import typing as t
 
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
+
 # Modal's GPU types (https://modal.com/docs/guide/gpu), upper-cased as the SDK sends them.
 GPU_TYPES = (
     "T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "RTX-PRO-6000",
@@ -59,7 +61,7 @@ VOLUME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 
 
-class BuildArgError(ValueError):
+class BuildArgError(ModalCollectionError, ValueError):
     """A build argument or option that cannot be used; the message names it and says what is accepted."""
 
 

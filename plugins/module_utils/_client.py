@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
 
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
+
 try:
     # Only probe for the SDK here. Importing it reads ~/.modal.toml, which a module given explicit
     # credentials must not do, so the real import waits until the session knows its credentials.
@@ -67,23 +69,8 @@ def modal_argument_spec() -> dict[str, dict[str, t.Any]]:
     }
 
 
-class ModalError(Exception):
-    """A failure to report to the user: ``msg`` says what happened and what to do; code and details ride along."""
-
-    def __init__(self, msg: str, code: str | None = None, details: str | None = None) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.code = code
-        self.details = details
-
-    def fail_kwargs(self) -> dict[str, t.Any]:
-        """Keyword arguments for ``module.fail_json``."""
-        kwargs: dict[str, t.Any] = {"msg": self.msg}
-        if self.code is not None:
-            kwargs["error_code"] = self.code
-        if self.details:
-            kwargs["error_details"] = self.details
-        return kwargs
+class ModalError(ModalCollectionError):
+    """A failure of a Modal call (or to reach Modal): ``code`` is the gRPC status when there is one."""
 
 
 class RetryPolicy:

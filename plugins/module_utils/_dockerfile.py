@@ -18,6 +18,8 @@ import os
 import re
 from typing import Any, NamedTuple
 
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
+
 
 class DockerfilePlan(NamedTuple):
     """What to build: the ``FROM`` image, the layers (each a list of Dockerfile lines) and warnings for the user."""
@@ -27,7 +29,7 @@ class DockerfilePlan(NamedTuple):
     warnings: list[str]
 
 
-class DockerfileError(ValueError):
+class DockerfileError(ModalCollectionError, ValueError):
     """A Dockerfile that cannot be replayed; the message names the line and what to do."""
 
 

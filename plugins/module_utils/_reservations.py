@@ -23,7 +23,7 @@ reservation is *stale*, and may be taken over, when:
 Taking over is itself exclusive: the run that creates the marker ``names/<name>.takeover-<host_id>-<time>``
 for that one stale reservation replaces it; any other run re-reads the name and sees the new holder.
 
-The logic is pure (storage is a CatalogFiles), tested without Modal.
+The logic is pure (storage is a StateFiles), tested without Modal.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ansible_collections.mngr.modal.plugins.module_utils._snapshots import CatalogFiles
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import StateFiles, utc_now
 
 RESERVATIONS_DIR = "names"
 # A reservation whose host has neither a record nor a live sandbox after this long was left by a crash.
@@ -47,10 +47,6 @@ MAX_ROUNDS = 5
 
 def reservation_path(name: str) -> str:
     return f"{RESERVATIONS_DIR}/{name}.json"
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
 def run_owner() -> str:
@@ -83,7 +79,7 @@ class Reservation:
             created = datetime.datetime.fromisoformat(self.created_at)
         except ValueError:
             return float("inf")  # unreadable time: treat as old, the record/sandbox rules still protect live hosts
-        return ((now or _now()) - created).total_seconds()
+        return ((now or utc_now()) - created).total_seconds()
 
     def describe(self) -> str:
         return f"host {self.host_id}, reserved by {self.owner or 'an unknown run'} at {self.created_at or 'an unknown time'}"
@@ -113,8 +109,8 @@ def is_stale(reservation: Reservation, evidence: HostEvidence, now: datetime.dat
 class NameReservations:
     """Name reservations of one app, on ``files`` (the state volume, or memory in tests)."""
 
-    def __init__(self, files: CatalogFiles, owner: str | None = None,
-                 clock: Callable[[], datetime.datetime] = _now) -> None:
+    def __init__(self, files: StateFiles, owner: str | None = None,
+                 clock: Callable[[], datetime.datetime] = utc_now) -> None:
         self.files = files
         self.owner = owner if owner is not None else run_owner()
         self.clock = clock

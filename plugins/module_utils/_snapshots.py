@@ -15,32 +15,21 @@ never overwrite each other's record, and any installation using the same Modal a
 Records are created exclusively (the volume refuses to overwrite an existing file unless asked), so
 two runs racing for one name cannot silently replace each other's record.
 
-Crash safety: between ``snapshot_filesystem`` returning and the record reaching the volume, the image
-id exists only in the controller's memory. It is therefore first written to a local journal
-(``<key_dir>/.snapshot-journal/``); the journal entry is removed once the record is on the volume, and
-any entry left by a crash is uploaded by the next snapshot of the same host (``recover_journal``).
-Each entry names its owner (host name, pid and the process's start time), so that recovery never takes
-the entry of a run that is still working on it: see :func:`owner_may_be_running` for the rule.
-
-Everything above :class:`VolumeFiles` is pure logic, tested without Modal.
+Taking a snapshot, crash-safely, is :mod:`._journal`'s. This module is pure logic over
+:class:`._state_volume.StateFiles`, tested without Modal.
 """
 
 from __future__ import annotations
 
 import datetime
-import io
 import json
-import os
 import re
-import socket
-import threading
-import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Iterable
 
-from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import open_state_volume
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._names import validate_name
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import StateFiles, state_files, utc_now
 
 # --- names -----------------------------------------------------------------------------------
 
@@ -60,10 +49,9 @@ DEFAULT_TTL_SECONDS = 30 * 24 * 3600
 
 RECORD_FORMAT_VERSION = 1
 SNAPSHOTS_DIR = "snapshots"
-JOURNAL_DIR_NAME = ".snapshot-journal"
 
 
-class SnapshotError(ValueError):
+class SnapshotError(ModalCollectionError, ValueError):
     """Invalid input about a snapshot, or a snapshot that cannot be found: the message says which and why."""
 
 
@@ -78,10 +66,6 @@ def validate_snapshot_name(name: Any, option: str = "name") -> str:
 
 def is_image_id(ref: str) -> bool:
     return bool(_IMAGE_ID_RE.fullmatch(ref or ""))
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
 
 
 def default_snapshot_name(prefix: str = DEFAULT_NAME_PREFIX, now: datetime.datetime | None = None) -> str:
@@ -194,51 +178,10 @@ def match_snapshot(records: Iterable[SnapshotRecord], ref: str) -> list[Snapshot
 # --- storage -----------------------------------------------------------------------------------
 
 
-class CatalogFiles(Protocol):
-    """The few file operations the catalog needs. Paths are relative to the volume root."""
-
-    def list(self, folder: str) -> list[str]:
-        """Paths of the files under ``folder`` (recursively); empty when it does not exist."""
-
-    def read(self, path: str) -> bytes | None:
-        """The file's content, or None when it does not exist."""
-
-    def create(self, path: str, data: bytes, overwrite: bool) -> bool:
-        """Write the file; with ``overwrite=False`` return False (writing nothing) when it already exists."""
-
-    def remove(self, path: str) -> bool:
-        """Delete the file; False when it did not exist."""
-
-
-class MemoryFiles:
-    """Catalog files in a dict: for tests, and for the check-mode view of a volume that does not exist yet."""
-
-    def __init__(self, files: dict[str, bytes] | None = None) -> None:
-        self.files: dict[str, bytes] = dict(files or {})
-        self._lock = threading.Lock()  # create() must be check-and-write in one step, as on the volume
-
-    def list(self, folder: str) -> list[str]:
-        prefix = folder.rstrip("/") + "/"
-        return sorted(path for path in self.files if path.startswith(prefix))
-
-    def read(self, path: str) -> bytes | None:
-        return self.files.get(path)
-
-    def create(self, path: str, data: bytes, overwrite: bool) -> bool:
-        with self._lock:
-            if path in self.files and not overwrite:
-                return False
-            self.files[path] = data
-            return True
-
-    def remove(self, path: str) -> bool:
-        return self.files.pop(path, None) is not None
-
-
 class SnapshotCatalog:
     """Snapshots of every host of one app. Reads never fail on one bad record: they add a warning naming it."""
 
-    def __init__(self, files: CatalogFiles) -> None:
+    def __init__(self, files: StateFiles) -> None:
         self.files = files
         self.warnings: list[str] = []
 
@@ -332,289 +275,22 @@ class SnapshotCatalog:
         return everywhere[0]
 
 
-# --- the local journal -------------------------------------------------------------------------
-
-# How long an entry whose owner cannot be checked (written on another machine sharing the key folder, or by
-# an older version that recorded no owner) is left alone before recovery treats it as a crash leftover.
-# A run keeps its entry only from the moment Modal returns the image until its record is written (a few
-# volume calls), so an hour is far longer than any live run needs.
-JOURNAL_LEASE_SECONDS = 3600
-
-
-def process_start(pid: int) -> str | None:
-    """``<boot id>/<start time in clock ticks>`` of a process, which tells a live process from a later one that
-    reuses its pid; None where /proc does not give it (not Linux, or the process is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-            stat = handle.read()
-        with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as handle:
-            boot_id = handle.read().strip()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may itself contain spaces or ")", so the fields are
-    # counted after the last ")": field 3 (state) is then the first, and field 22 (starttime) the 20th.
-    fields = stat.rpartition(")")[2].split()
-    return f"{boot_id}/{fields[19]}" if len(fields) > 19 else None
-
-
-def current_owner() -> dict[str, Any]:
-    """Who writes a journal entry: this machine's host name, this process's pid and start time."""
-    pid = os.getpid()
-    return {"host": socket.gethostname(), "pid": pid, "started": process_start(pid)}
-
-
-def owner_may_be_running(owner: Any, written_at: float, now: float | None = None) -> bool:
-    """Whether the run that wrote a journal entry may still be working on it, so recovery must leave it alone.
-
-    The rule: an entry written on this machine (same host name) belongs to a live run while its pid exists
-    and, where /proc tells, still has the start time recorded (otherwise the pid was reused by another
-    process). An entry written on another machine, or without a usable owner, cannot be checked: it is
-    treated as live until ``JOURNAL_LEASE_SECONDS`` after it was written.
-    """
-    if isinstance(owner, dict) and owner.get("host") == socket.gethostname():
-        pid = owner.get("pid")
-        if isinstance(pid, int) and pid > 0:
-            return _pid_is_owner(pid, owner.get("started"))
-    return (time.time() if now is None else now) - written_at < JOURNAL_LEASE_SECONDS
-
-
-def _pid_is_owner(pid: int, started: Any) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    if started:
-        now_started = process_start(pid)
-        if now_started is not None and now_started != started:
-            return False
-    return True
-
-
-@dataclass
-class JournalEntry:
-    """One journal file: the record it keeps, who wrote it and when (the file's modification time)."""
-
-    record: SnapshotRecord
-    owner: dict[str, Any] | None
-    written_at: float
-
-
-class Journal:
-    """Records taken but not yet on the volume, as files under ``<key_dir>/.snapshot-journal/``.
-
-    The folder name starts with a dot, which no host name can, so it never collides with a host's key folder.
-    A file holds the record's JSON plus an ``owner`` key (see :func:`current_owner`); the image id is part
-    of the file name, so two runs never write the same file.
-    """
-
-    def __init__(self, key_dir: str) -> None:
-        self.path = os.path.join(os.path.abspath(os.path.expanduser(key_dir)), JOURNAL_DIR_NAME)
-
-    def _file(self, record: SnapshotRecord) -> str:
-        return os.path.join(self.path, f"{record.host_id}--{record.name}--{record.image_id}.json")
-
-    def write(self, record: SnapshotRecord) -> None:
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
-        target = self._file(record)
-        tmp = f"{target}.tmp{os.getpid()}"
-        data = json.loads(record.to_json())
-        data["owner"] = current_owner()
-        with open(tmp, "wb") as handle:
-            handle.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8") + b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-
-    def clear(self, record: SnapshotRecord) -> None:
-        try:
-            os.remove(self._file(record))
-        except FileNotFoundError:
-            pass
-
-    def entries(self, host_id: str | None = None) -> list[JournalEntry]:
-        """The readable entries (of one host, or of all); unreadable files are skipped."""
-        try:
-            names = sorted(os.listdir(self.path))
-        except OSError:
-            return []
-        entries = []
-        for filename in names:
-            if not filename.endswith(".json") or (host_id and not filename.startswith(f"{host_id}--")):
-                continue
-            path = os.path.join(self.path, filename)
-            try:
-                with open(path, "rb") as handle:
-                    raw = handle.read()
-                written_at = os.path.getmtime(path)
-                record = SnapshotRecord.from_json(raw)
-            except (OSError, ValueError):
-                continue
-            owner = json.loads(raw).get("owner")
-            entries.append(JournalEntry(record, owner if isinstance(owner, dict) else None, written_at))
-        return entries
-
-    def pending(self, host_id: str | None = None) -> list[SnapshotRecord]:
-        return [entry.record for entry in self.entries(host_id)]
-
-
-def recover_journal(catalog: SnapshotCatalog, journal: Journal, host_id: str | None = None) -> list[SnapshotRecord]:
-    """Upload records a crashed run left in the journal; return those recorded now.
-
-    Entries whose run may still be running (:func:`owner_may_be_running`) are not touched: that run
-    records them itself. A journal entry whose name is taken on the volume by another image is kept out
-    of the catalog and reported in a warning with its image id, so the image can still be restored by id.
-    """
-    recovered = []
-    for entry in journal.entries(host_id):
-        if owner_may_be_running(entry.owner, entry.written_at):
-            continue
-        record = entry.record
-        if catalog.add(record, overwrite=False):
-            recovered.append(record)
-        else:
-            existing = catalog.get(record.host_id, record.name)
-            if existing is None or existing.image_id != record.image_id:
-                catalog.warnings.append(
-                    f"an interrupted earlier run took snapshot {record.name} of host {record.host_name} "
-                    f"(image {record.image_id}), but that name is now used by another snapshot; the image is not "
-                    "in the catalog and can only be restored by its id"
-                )
-        journal.clear(record)
-    return recovered
-
-
-# --- taking a snapshot -------------------------------------------------------------------------
-
-# How many "-2", "-3"... suffixes a default name may get when other snapshots of the same host
-# were taken in the same second.
-MAX_DEFAULT_NAME_SUFFIX = 99
-
-
-def take_snapshot(call: Callable[..., Any], catalog: SnapshotCatalog, journal: Journal, sandbox: Any, host_id: str,
-                  host_name: str, spec: dict[str, Any] | None, name: str | None = None, kind: str = KIND_MANUAL,
-                  ttl: int | None = DEFAULT_TTL_SECONDS, timeout: int = 300,
-                  overwrite: bool = False) -> tuple[SnapshotRecord, bool]:
-    """Snapshot a running sandbox and record it; return (the record, whether this run's record was written).
-
-    ``call`` is ModalSession.call. Without ``name`` a default name is chosen (``snapshot-...`` or, for
-    ``kind="stop"``, ``stop-...``), with a numeric suffix if another snapshot of the host took it in the
-    same second. With an explicit ``name`` taken meanwhile by another run (and ``overwrite`` False), the
-    existing record is returned with False, and a warning names the image this run took.
-    """
-    image = call(sandbox.snapshot_filesystem, timeout=timeout, ttl=ttl or None)
-    image_id = image.object_id
-    sandbox_id = getattr(sandbox, "object_id", None)
-    base = name or default_snapshot_name(STOP_NAME_PREFIX if kind == KIND_STOP else DEFAULT_NAME_PREFIX)
-    record = new_record(base, image_id, host_id, host_name, sandbox_id, spec, kind, ttl)
-    journal.write(record)
-    candidates = [base] if name else [base] + [f"{base}-{n}" for n in range(2, MAX_DEFAULT_NAME_SUFFIX + 1)]
-    for candidate in candidates:
-        if candidate != record.name:
-            # The entry under the new name is written before the old one is removed, so a crash in
-            # between still leaves the image id in the journal.
-            previous = replace(record)
-            record.name = candidate
-            journal.write(record)
-            journal.clear(previous)
-        if catalog.add(record, overwrite=overwrite):
-            journal.clear(record)
-            return record, True
-    journal.clear(record)
-    existing = catalog.get(host_id, base) if name else None
-    if existing is not None:
-        catalog.warnings.append(
-            f"snapshot {base} of host {host_name} was recorded by another run at the same time (image "
-            f"{existing.image_id}); the image this run took ({image_id}) is not in the catalog"
-        )
-        return existing, False
-    raise SnapshotError(f"could not record snapshot {base} of host {host_name} (image {image_id}): every name was taken")
-
-
-# --- the catalog on a Modal volume ---------------------------------------------------------------
-
-
-class VolumeFiles:
-    """CatalogFiles on the app's state volume, every SDK call through ``session.call``.
-
-    With ``create=False`` a missing volume reads as empty and nothing is created (info module, check mode);
-    writing then fails with a message saying so.
-    """
-
-    def __init__(self, session: Any, volume_name: str, create: bool) -> None:
-        self.session = session
-        self.volume_name = volume_name
-        self.create_volume = create
-        self._volume: Any = None
-        self._missing = False
-
-    def _get(self) -> Any:
-        if self._volume is None and not self._missing:
-            self._volume = open_state_volume(self.session.call, self.session.modal.Volume.from_name, self.volume_name,
-                                             self.session.environment, self.session.client, self.create_volume)
-            self._missing = self._volume is None
-        return self._volume
-
-    def list(self, folder: str) -> list[str]:
-        volume = self._get()
-        if volume is None:
-            return []
-        try:
-            entries = self.session.call(volume.listdir, folder, recursive=True)
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            if is_not_found(exc):
-                return []
-            raise
-        file_type = getattr(getattr(self.session.modal, "volume", None), "FileEntryType", None)
-        paths = []
-        for entry in entries:
-            if file_type is not None and getattr(entry, "type", None) not in (None, file_type.FILE):
-                continue
-            paths.append(getattr(entry, "path", "").lstrip("/"))
-        return sorted(path for path in paths if path)
-
-    def read(self, path: str) -> bytes | None:
-        volume = self._get()
-        if volume is None:
-            return None
-        try:
-            return self.session.call(lambda: b"".join(volume.read_file(path)))
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            if is_not_found(exc):
-                return None
-            raise
-
-    def create(self, path: str, data: bytes, overwrite: bool) -> bool:
-        volume = self._get()
-        if volume is None:
-            raise SnapshotError(f"the state volume {self.volume_name} does not exist, so nothing can be recorded on it")
-
-        def upload() -> bool:
-            # The SDK raises FileExistsError when force=False meets an existing file. It is caught here,
-            # inside the call, because the session would report any OSError as a network failure.
-            try:
-                with volume.batch_upload(force=overwrite) as batch:
-                    batch.put_file(io.BytesIO(data), "/" + path)
-            except FileExistsError:
-                return False
-            return True
-
-        return bool(self.session.call(upload))
-
-    def remove(self, path: str) -> bool:
-        volume = self._get()
-        if volume is None:
-            return False
-        try:
-            self.session.call(volume.remove_file, path)
-        except Exception as exc:  # pylint: disable=broad-exception-caught
-            if is_not_found(exc):
-                return False
-            raise
-        return True
-
-
 def volume_catalog(session: Any, create: bool) -> SnapshotCatalog:
-    """The catalog of the session's app, on ``<app>-state``."""
-    return SnapshotCatalog(VolumeFiles(session, f"{session.app_name}-state", create))
+    """The catalog of the session's app, on its state volume."""
+    return SnapshotCatalog(state_files(session, create))
+
+
+def snapshot_age(created_at: str, now: datetime.datetime | None = None) -> str:
+    """`` (taken 2h 5m ago, at <created_at>)`` for an ISO time, or `` (taken at <created_at>)`` if it cannot be read."""
+    try:
+        taken = datetime.datetime.fromisoformat(created_at)
+    except (TypeError, ValueError):
+        return f" (taken at {created_at})" if created_at else ""
+    if taken.tzinfo is None:
+        taken = taken.replace(tzinfo=datetime.timezone.utc)
+    seconds = max(0, int(((now or datetime.datetime.now(datetime.timezone.utc)) - taken).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "", f"{minutes}m" if minutes or not (days or hours) else ""]
+    return f" (taken {' '.join(part for part in parts if part)} ago, at {created_at})"

@@ -440,55 +440,83 @@ modal_sandbox:
           sample: true
 """
 
-import collections
-import contextlib
 import json
 import os
 import re
 import time
-from typing import Any, Iterator
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mngr.modal.plugins.module_utils._base import EXPECTED_ERRORS, ModalModule, run_module
+from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
-    GPU_TYPES,
     BuildArgError,
     check_network,
-    memory_mib,
-    network_kwargs,
     parse_build_args,
     resolve_spec,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, is_not_found
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    Host,
+    HostDirectory,
+    find_host,
+    host_result,
+    new_host_id,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._journal import Journal, recover_journal, take_snapshot
+from ansible_collections.mngr.modal.plugins.module_utils._keys import (
+    HAS_CRYPTOGRAPHY,
+    HOST_KEY,
+    LOCK_TIMEOUT_SECONDS,
+    KeyFolder,
+    KeyFolderBusy,
+    KeyStore,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._live import ended_details
+from ansible_collections.mngr.modal.plugins.module_utils._provision import (
+    seconds_since,
+    CreateFailure,
+    bootstrap,
+    build_image,
+    create_sandbox,
+    snapshot_image,
+    tail,
+    tunnel_endpoint,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._records import (
+    STATUS_RUNNING,
+    STATUS_STOPPED,
+    HostRecord,
+    HostRecords,
+    host_records,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+    KIND_STOP,
+    SnapshotCatalog,
+    SnapshotError,
+    SnapshotRecord,
+    snapshot_age,
+    validate_snapshot_name,
+    volume_catalog,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+    SshNotReady,
+    sandbox_liveness,
+    wait_for_ssh,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import state_files
+from ansible_collections.mngr.modal.plugins.module_utils._tags import (
+    encode_sandbox_tags,
+    format_endpoint,
+    merge_user_tags,
+    normalize_user_tags,
+)
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
     DockerfileError,
     DockerfilePlan,
-    dockerfile_image,
     load_dockerfile,
-)
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
-    STATUS_DESTROYED,
-    STATUS_FAILED,
-    STATUS_RUNNING,
-    STATUS_STOPPED,
-    Host,
-    HostDirectory,
-    HostError,
-    HostRecord,
-    MemoryRecordStore,
-    VolumeRecordStore,
-    encode_sandbox_tags,
-    ended_details,
-    find_host,
-    format_endpoint,
-    host_result,
-    merge_user_tags,
-    new_host_id,
-    normalize_user_tags,
-    snapshot_age,
-    state_volume_name,
-    validate_host_name,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
     NameReservations,
@@ -496,161 +524,14 @@ from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
     evidence_from,
     is_stale,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
-    KIND_STOP,
-    Journal,
-    SnapshotCatalog,
-    SnapshotError,
-    SnapshotRecord,
-    VolumeFiles,
-    recover_journal,
-    take_snapshot,
-    validate_snapshot_name,
-    volume_catalog,
-)
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
-    CLIENT_KEY,
-    HOST_KEY,
-    INSTALL_HOST_PACKAGES_COMMAND,
-    LOCK_TIMEOUT_SECONDS,
-    SSH_PORT,
-    KeyFolder,
-    KeyFolderBusy,
-    KeyStore,
-    SshNotReady,
-    bootstrap_env,
-    bootstrap_script,
-    sshd_command,
-    wait_for_ssh,
-)
 
 SPEC_OPTIONS = ("gpu", "cpu", "memory", "image", "dockerfile", "context_dir", "docker_build_args", "timeout",
                 "idle_timeout", "region", "secrets", "cidr_allowlist", "offline", "volumes", "env")
 # Spec keys that say how to build an image: meaningless when the host starts from a snapshot's image.
 IMAGE_SPEC_KEYS = ("image", "dockerfile", "context_dir", "docker_build_args")
-LOG_TAIL_LINES = 30
-
-
-# --- build log capture -----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def captured_build_log(lines: "collections.deque[str]") -> Iterator[None]:
-    """Collect image build output into ``lines`` while the SDK builds.
-
-    The SDK sends build logs to its output manager, which is silent unless output is enabled. The
-    public API offers no other way to read a build's log from Python, so this installs a silent manager
-    that keeps the text (``modal._output``, a private module: if it moves, builds simply carry no log).
-    """
-    try:
-        from modal._output.manager import DisabledOutputManager, OutputManager  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        yield
-        return
-
-    class _Capture(DisabledOutputManager):  # type: ignore[misc, valid-type]
-        async def put_streaming_log(self, log: Any, prefix: str = "") -> None:
-            data = getattr(log, "data", "")
-            if data:
-                lines.extend(str(data).splitlines())
-
-    previous = OutputManager.get()
-    OutputManager._set(_Capture())  # pylint: disable=protected-access
-    try:
-        yield
-    finally:
-        OutputManager._set(previous)  # pylint: disable=protected-access
-
-
-def tail(lines: Any, count: int = LOG_TAIL_LINES) -> str:
-    text_lines = [line for line in (lines or []) if line is not None]
-    return "\n".join(list(text_lines)[-count:])
-
-
-# --- failure messages for what users meet on Modal ---------------------------------------------------------
-
-# What the host packages layer prints when the image lacks a package and has no package manager (see _ssh).
-_LACKS_RE = re.compile(r"mngr\.modal: the image lacks (?P<missing>[^\n]+?) and has no apt-get, apk or dnf")
-# How registries, Modal's builder and the emulator say that an image reference does not exist or cannot be pulled.
-_IMAGE_NOT_FOUND_RE = re.compile(
-    r"manifest unknown|manifest for \S+ not found|not found: manifest|pull access denied|repository does not exist|"
-    r"name unknown|failed to resolve (?:source metadata|reference)|no such image|is not available in the emulator",
-    re.IGNORECASE,
-)
-# How a failed build step reports its exit status (the emulator: "RUN ... exited with code 3"; Modal: "exit status: 3").
-_STEP_EXIT_RE = re.compile(r"exited with code (\d+)|exit (?:status|code):? (\d+)", re.IGNORECASE)
-# The SDK's wrapper around the builder's own message.
-_SDK_BUILD_PREFIX_RE = re.compile(
-    r"^(?:Modal SDK error \(\w+\):\s*)?Image build for \S+ failed(?: with the exception)?:?\s*", re.IGNORECASE
-)
-
-
-def _first_line(text: str, limit: int = 600) -> str:
-    """The builder's own message, without the SDK's wrapper, on one line of at most ``limit`` characters."""
-    text = _SDK_BUILD_PREFIX_RE.sub("", text.strip())
-    line = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def build_failure_message(description: str, reference: str, error: str, log_lines: Any) -> str:
-    """Why building the image of a host failed, in words that say what to change.
-
-    ``description`` says which image (``the image REF`` or ``the image from PATH``); ``reference`` is the registry
-    reference it starts from; ``error`` is Modal's message; ``log_lines`` the build log.
-    """
-    text = "\n".join([error, *[line for line in (log_lines or []) if line]])
-    lacks = _LACKS_RE.search(text)
-    if lacks:
-        missing = ", ".join(lacks.group("missing").split())
-        return (f"{description} cannot be made ready for Ansible: it lacks {missing}, and has no apt-get, apk or dnf "
-                f"to install them. Start from an image that has {missing}, or a package manager to install them (for "
-                "example debian:bookworm-slim or python:3.11-slim)")
-    if _IMAGE_NOT_FOUND_RE.search(text):
-        return (f"the image reference {reference} could not be found (building {description} failed: "
-                f"{_first_line(error)}). Check the name and the tag for typos, that the image exists for linux/amd64, "
-                "and that its registry is public (Modal pulls images anonymously unless the image is given a secret)")
-    step = _STEP_EXIT_RE.search(error)
-    if step:
-        code = step.group(1) or step.group(2)
-        return (f"building {description} failed: a build step exited with code {code} ({_first_line(error)}). Its "
-                "output is at the end of the build log below")
-    return f"building {description} failed: {_first_line(error) or error}"
-
-
-def gpu_refused(exc: ModalError) -> bool:
-    """Whether Modal refused a create because of its GPU (a type it does not offer, or not in that region)."""
-    return exc.code in ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND") and "gpu" in exc.msg.lower()
-
-
-def gpu_unavailable_message(gpu: str, region: str | None, exc: ModalError) -> str:
-    """The GPU that was refused, and the types to try instead."""
-    gpu_type = gpu.split(":", 1)[0]
-    others = [other for other in GPU_TYPES if other.rstrip("!+") != gpu_type.rstrip("!+")]
-    where = f" in region {region}" if region else ""
-    return (f"Modal cannot give the sandbox GPU {gpu}{where} ({exc.msg}). Choose another GPU type: "
-            f"{', '.join(others)} (see https://modal.com/docs/guide/gpu for what your workspace can use)"
-            + (", or another region, or none" if region else ", or no GPU")
-            + ". No sandbox was started")
 
 
 # --- the module ------------------------------------------------------------------------------------
-
-
-class CreateFailure(Exception):
-    """Creating or bootstrapping failed; ``log`` is the tail of the relevant log."""
-
-    def __init__(self, message: str, log: str = "", code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.log = log
-        self.code = code
-
-    def fail_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``module.fail_json``: the message, then the log's last lines."""
-        kwargs: dict[str, Any] = {"msg": self.message + (f"\n--- last lines of the log ---\n{self.log}" if self.log else "")}
-        if self.code:
-            kwargs["error_code"] = self.code
-        return kwargs
 
 
 class ModalSandboxModule(ModalModule):
@@ -684,9 +565,8 @@ class ModalSandboxModule(ModalModule):
         "wait": {"type": "bool", "default": True},
         "wait_timeout": {"type": "int", "default": 300},
     }
-    expected_errors = EXPECTED_ERRORS + (DockerfileError, CreateFailure)
     reports_diff = True
-    needs_cryptography = True
+    required_libraries = {"cryptography": HAS_CRYPTOGRAPHY}
 
     def __init__(self, module: AnsibleModule) -> None:
         super().__init__(module)
@@ -773,11 +653,7 @@ class ModalSandboxModule(ModalModule):
     def load(self, create: bool) -> HostDirectory:
         session = self.session
         app = session.app(create_if_missing=create)
-        if app is None:
-            store: Any = MemoryRecordStore()
-        else:
-            store = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
-                                      session.client, create=create)
+        store = HostRecords.holding() if app is None else host_records(session, create)
         self.directory = HostDirectory(session, app, store)
         return self.directory
 
@@ -790,8 +666,7 @@ class ModalSandboxModule(ModalModule):
     def reservations(self, create: bool = True) -> NameReservations:
         """The app's host name reservations (on its state volume; see _reservations)."""
         if self._reservations is None:
-            files = VolumeFiles(self.session, state_volume_name(self.session.app_name), create)
-            self._reservations = NameReservations(files)
+            self._reservations = NameReservations(state_files(self.session, create))
         return self._reservations
 
     def _evidence(self, host_id: str) -> Any:
@@ -852,8 +727,7 @@ class ModalSandboxModule(ModalModule):
             previous_name = None
             if host.record is not None:
                 previous_name = host.record.previous_name
-                host.record.status = STATUS_DESTROYED
-                host.record.sandbox_id = None
+                host.record.mark_destroyed()
                 directory.store.put(host.record)
             self._release_names(host.host_id, host.name, previous_name)
             folder = self.keys.find(host.host_id, host.name, (previous_name,))
@@ -890,12 +764,12 @@ class ModalSandboxModule(ModalModule):
         if new_name is not None:
             target = find_host(hosts, new_name)
             if host is not None and target is not None and target.host_id != host.host_id:
-                self.module.fail_json(
-                    msg=f"cannot rename host {name} to {new_name}: a host named {new_name} already exists "
-                        f"(host_id {target.host_id}). Choose another new_name, or destroy {new_name} first."
+                raise HostError(
+                    f"cannot rename host {name} to {new_name}: a host named {new_name} already exists "
+                    f"(host_id {target.host_id}). Choose another new_name, or destroy {new_name} first."
                 )
             if host is None and target is None:
-                self.module.fail_json(msg=f"cannot rename host {name} to {new_name}: there is no host named {name}")
+                raise HostError(f"cannot rename host {name} to {new_name}: there is no host named {name}")
             if host is None:
                 host = target  # renamed earlier; finish whatever that run left undone
             name = new_name
@@ -956,15 +830,13 @@ class ModalSandboxModule(ModalModule):
         if renaming:
             holder = self.reservations().reserve(name, host.host_id, self._evidence)
             if holder.host_id != host.host_id:
-                self.module.fail_json(
-                    msg=f"cannot rename host {host.name} to {name}: another run took the name {name} at the same time "
-                        f"({holder.describe()}). Nothing was changed; choose another new_name."
+                raise HostError(
+                    f"cannot rename host {host.name} to {name}: another run took the name {name} at the same time "
+                    f"({holder.describe()}). Nothing was changed; choose another new_name."
                 )
         # 1. The record first: from here on the host is found under its new name (see _hosts.Host).
         if record is not None and (renaming or tags_change or key_change or record.previous_name):
-            if renaming:
-                record.previous_name = host.name
-            record.name = name
+            record.begin_rename(name)
             record.user_tags = desired_tags
             if key_change:
                 record.authorized_keys = authorized + [extra_key]
@@ -984,7 +856,7 @@ class ModalSandboxModule(ModalModule):
             self._append_authorized_key(host.sandbox.handle, extra_key)
         # 4. The rename is complete: the old names are free again.
         if record is not None and record.previous_name is not None:
-            record.previous_name = None
+            record.finish_rename()
             self.directory.store.put(record)
         self._release_names(host.host_id, *(old for old in (host.name, previous_name) if old != name))
         return self._finish_existing(after_host, folder)
@@ -992,7 +864,7 @@ class ModalSandboxModule(ModalModule):
     def _finish_existing(self, host: Host, folder: KeyFolder | None) -> dict[str, Any]:
         """Fill in the SSH endpoint, check SSH answers (wait=true), and build the result."""
         if host.ssh_endpoint is None and host.sandbox is not None:
-            host.ssh_endpoint = self._tunnel_endpoint(host.sandbox.handle, 30)
+            host.ssh_endpoint = tunnel_endpoint(self.session, host.sandbox.handle, 30)
         if folder is None:
             self.warnings.append(
                 f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: the "
@@ -1007,15 +879,15 @@ class ModalSandboxModule(ModalModule):
                     with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
                         pass
                 except (KeyFolderBusy, FileNotFoundError) as exc:
-                    self.module.fail_json(msg=f"host {host.name} is being created by another run: {exc}")
+                    raise HostError(f"host {host.name} is being created by another run: {exc}")
             folder.pin(*host.ssh_endpoint)
             if self.params["wait"]:
                 try:
                     wait_for_ssh(host.ssh_endpoint[0], host.ssh_endpoint[1], folder.client_key, folder.known_hosts,
-                                 self.params["wait_timeout"], self._liveness(host.sandbox.handle, None))
+                                 self.params["wait_timeout"], sandbox_liveness(host.sandbox.handle))
                 except SshNotReady as exc:
-                    self.module.fail_json(msg=f"host {host.name} is running but SSH does not answer: {exc}",
-                                          ssh_error=exc.last_error)
+                    raise HostError(f"host {host.name} is running but SSH does not answer: {exc}",
+                                    ssh_error=exc.last_error)
         return self.result_for(host, host.name)
 
     def _append_authorized_key(self, handle: Any, key: str) -> None:
@@ -1067,18 +939,6 @@ class ModalSandboxModule(ModalModule):
             self.flush_catalog_warnings()
         return record
 
-    def _snapshot_image(self, record: SnapshotRecord) -> Any:
-        """The snapshot's image, looked up now so that a vanished image fails before anything is created."""
-        modal = self.session.modal
-        image = modal.Image.from_id(record.image_id, client=self.session.client)
-        try:
-            # The SDK refuses to hydrate an image on demand; build() loads it (ImageFromId) without building.
-            self.session.call(image.build, self.directory.app)
-        except ModalError as exc:
-            raise CreateFailure(f"the image {record.image_id} of snapshot {record.name} cannot be used: {exc.msg}",
-                                code=exc.code) from exc
-        return image
-
     def stopped(self) -> dict[str, Any]:
         """Snapshot the running sandbox (kind stop), then terminate it; the host record keeps the stop reason.
 
@@ -1089,22 +949,22 @@ class ModalSandboxModule(ModalModule):
         directory = self.load(create=False)
         host = find_host(directory.hosts(), name)
         if host is None:
-            self.module.fail_json(msg=f"there is no host named {name} to stop in the Modal app "
-                                      f"{self.session.app_name}; mngr.modal.modal_sandbox_info lists the hosts")
+            raise HostError(f"there is no host named {name} to stop in the Modal app "
+                            f"{self.session.app_name}; mngr.modal.modal_sandbox_info lists the hosts")
         before = self.describe(host)
         self.diff["before"] = before
         self.diff["after"] = dict(before, state="stopped")
         if host.sandbox is None:
-            return self._mark_lost_host_stopped(host)
+            return self._mark_sandboxless_host_stopped(host)
         snapshot_name = self.params["snapshot"]
         if snapshot_name is not None:
             existing = self.catalog(create=False).get(host.host_id, snapshot_name)
             self.flush_catalog_warnings()
             if existing is not None:
-                self.module.fail_json(
-                    msg=f"host {host.name} already has a snapshot named {snapshot_name} (image {existing.image_id}), "
-                        "so the host was not stopped: choose another snapshot name, or delete that snapshot with "
-                        "mngr.modal.modal_snapshot (state=absent)"
+                raise HostError(
+                    f"host {host.name} already has a snapshot named {snapshot_name} (image {existing.image_id}), "
+                    "so the host was not stopped: choose another snapshot name, or delete that snapshot with "
+                    "mngr.modal.modal_snapshot (state=absent)"
                 )
         self.changed = True
         if self.check_mode:
@@ -1134,18 +994,15 @@ class ModalSandboxModule(ModalModule):
         self.flush_catalog_warnings()
         if not written:
             # Another run recorded a snapshot under this name meanwhile: the host's files are not safely kept.
-            self.module.fail_json(
-                msg=f"snapshot {snap.name} of host {host.name} was recorded by another run at the same time, so the "
-                    "host was not stopped (its files would not be in the catalog): retry with another snapshot name"
+            raise HostError(
+                f"snapshot {snap.name} of host {host.name} was recorded by another run at the same time, so the "
+                "host was not stopped (its files would not be in the catalog): retry with another snapshot name"
             )
         # Terminate first, record second: a crash in between leaves a host whose record says running and that
         # has no sandbox, which the next stop marks stopped and the next start restores from this snapshot.
         self._terminate_all(host.host_id)
         record = host.record or HostRecord(host_id=host.host_id, name=host.name, user_tags=dict(host.user_tags))
-        record.status = STATUS_STOPPED
-        record.stop_reason = f"stopped by mngr.modal.modal_sandbox at {snap.created_at}; snapshot {snap.name}"
-        record.sandbox_id = None
-        record.ssh_host = record.ssh_port = None
+        record.mark_stopped(f"stopped by mngr.modal.modal_sandbox at {snap.created_at}; snapshot {snap.name}")
         directory.store.put(record)
         host.record = record
         host.sandbox = None
@@ -1154,7 +1011,7 @@ class ModalSandboxModule(ModalModule):
         result["snapshot"] = snap.result(host.name)
         return result
 
-    def _mark_lost_host_stopped(self, host: Host) -> dict[str, Any]:
+    def _mark_sandboxless_host_stopped(self, host: Host) -> dict[str, Any]:
         """A host without a sandbox is already stopped; one whose sandbox ended on its own gets its record fixed."""
         record = host.record
         if record is not None and record.status != STATUS_STOPPED:
@@ -1164,43 +1021,40 @@ class ModalSandboxModule(ModalModule):
                 "snapshot was taken; a start restores its newest snapshot, if any, else rebuilds it from its spec"
             )
             if not self.check_mode:
-                record.status = STATUS_STOPPED
-                record.stop_reason = "its sandbox ended without a stop (timeout or crash); no stop snapshot"
-                record.sandbox_id = None
-                record.ssh_host = record.ssh_port = None
+                record.mark_stopped("its sandbox ended without a stop (timeout or crash); no stop snapshot")
                 self.directory.store.put(record)
         else:
             self.diff["after"] = self.diff["before"]
         return self.result_for(host, host.name, "stopped")
 
     def start(self, host: Host, name: str) -> dict[str, Any]:
-        """A new sandbox for a host that has none: stopped, or lost (its sandbox ended without a stop).
+        """A new sandbox for a host that has none: stopped, or ended (its sandbox ended without a stop).
 
         It starts from the snapshot the snapshot option names, else the host's newest snapshot, else its build
         spec, and keeps the host's id, name, tags and keys (so its pinned host key stays the same).
         """
         if host.name != name:
-            self.module.fail_json(msg=f"host {host.name} is stopped: start it (state=started) before renaming it "
-                                      f"to {name}")
+            raise HostError(f"host {host.name} is stopped: start it (state=started) before renaming it "
+                            f"to {name}")
         record = host.record  # never None: a host without a sandbox is only known from its record
         source = self.source_snapshot(host)
         if host.state == "ended":
             self.warnings.append(self._ended_start_warning(host, source))
         if source is None and not (record and record.spec):
-            self.module.fail_json(
-                msg=f"host {host.name} cannot be started: it has no usable snapshot and no recorded build spec. "
-                    "Start it from another snapshot (snapshot: HOST/NAME or an image id), or destroy it "
-                    "(state=absent) and create it again."
+            raise HostError(
+                f"host {host.name} cannot be started: it has no usable snapshot and no recorded build spec. "
+                "Start it from another snapshot (snapshot: HOST/NAME or an image id), or destroy it "
+                "(state=absent) and create it again."
             )
         folder = self.keys.find(host.host_id, host.name, (record.previous_name if record else None,),
                                 migrate=not self.check_mode)
         if folder is None:
-            self.module.fail_json(
-                msg=f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: "
-                    "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
-                    "across starts, so that its pinned host key stays valid)"
+            raise HostError(
+                f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: "
+                "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
+                "across starts, so that its pinned host key stays valid)"
             )
-        return self.create(name, lost=host, source=source, folder=folder)
+        return self.create(name, existing=host, source=source, folder=folder)
 
     def _ended_start_warning(self, host: Host, source: SnapshotRecord | None) -> str:
         """What a start of a host whose sandbox ended by itself brings back, and what it loses."""
@@ -1215,22 +1069,22 @@ class ModalSandboxModule(ModalModule):
 
     # --- create ----------------------------------------------------------------------------------------
 
-    def create(self, name: str, lost: Host | None = None, source: SnapshotRecord | None = None,
+    def create(self, name: str, existing: Host | None = None, source: SnapshotRecord | None = None,
                folder: KeyFolder | None = None) -> dict[str, Any]:
-        """Create a host, or a new sandbox for ``lost``, an existing host without one (stopped, or ended).
+        """Create a host, or a new sandbox for ``existing``, a host without one (stopped, or ended).
 
         ``source`` is the snapshot whose image the sandbox runs (else the image is built from the spec);
-        ``folder`` the key folder of ``lost``, whose keys the new sandbox gets.
+        ``folder`` the key folder of ``existing``, whose keys the new sandbox gets.
         """
         params = self.params
         spec = dict(self.spec)
-        if lost is None:
+        if existing is None:
             user_tags = self.requested_tags or {}
         else:
-            user_tags = merge_user_tags(lost.user_tags, self.requested_tags, params["purge_tags"])
+            user_tags = merge_user_tags(existing.user_tags, self.requested_tags, params["purge_tags"])
         # The spec the host (or, for a clone, the snapshot's host) was created with, changed only where this task
         # asks for something else. With a snapshot's image, the keys that describe how to build one stay as recorded.
-        base_spec = lost.record.spec if lost is not None and lost.record is not None else (source.spec if source else {})
+        base_spec = existing.record.spec if existing is not None and existing.record is not None else (source.spec if source else {})
         if base_spec:
             overrides = [key for key in self.given_spec_keys if source is None or key not in IMAGE_SPEC_KEYS]
             spec = dict(self.spec)
@@ -1240,36 +1094,36 @@ class ModalSandboxModule(ModalModule):
             try:
                 self._check_on_controller(building=source is None)
             except (BuildArgError, DockerfileError) as exc:
-                self.module.fail_json(msg=f"host {name} needs a new sandbox, but its recorded spec cannot be "
-                                          f"used on this controller: {exc}")
+                raise HostError(f"host {name} needs a new sandbox, but its recorded spec cannot be "
+                                f"used on this controller: {exc}")
         self.changed = True
         # A new sandbox is built from the whole spec, so the diff shows all of it (not only the keys the task gives).
-        self.diff["before"] = self.describe(lost, whole_spec=True)
+        self.diff["before"] = self.describe(existing, whole_spec=True)
         self.diff["after"] = {"name": name, "state": "running", "tags": dict(user_tags),
                               "spec": self._spec_view(spec, whole_spec=True)}
         if source is not None:
             self.diff["after"]["snapshot"] = source.name
         if self.check_mode:
-            result = host_result(lost.host_id if lost else None, name, "running", user_tags, spec, None, None,
+            result = host_result(existing.host_id if existing else None, name, "running", user_tags, spec, None, None,
                                  self.session.key_dir, self.session.app_name, self.session.environment)
             if source is not None:
                 result["snapshot"] = source.result()
             return result
 
-        if lost is None:
+        if existing is None:
             # Fail fast, before building anything, when another run holds the name.
             holder = self._claimant(name)
             if holder is not None:
                 return self._name_taken(name, holder)
-        host_id = lost.host_id if lost else new_host_id()
+        host_id = existing.host_id if existing else new_host_id()
         # The image first: a failed build has created nothing (no sandbox, no keys, no record) to clean up.
         build_started = time.monotonic()
         if source is not None:
-            image = self._snapshot_image(source)
+            image = snapshot_image(self.session, self.directory.app, source)
         else:
             if self.dockerfile_plan is not None:
                 self.warnings.extend(self.dockerfile_plan.warnings)
-            image = self._build_image()
+            image = build_image(self.session, self.directory.app, self.spec, self.dockerfile_plan)
         self._time("build", build_started)
         # A new host gets a new folder (named after its new id); another run on this controller that wants the
         # same host waits for this lock, so it finds the keys complete (see _name_taken).
@@ -1277,55 +1131,48 @@ class ModalSandboxModule(ModalModule):
         folder.name = name
         holder = None
         try:
-            with folder.locked(LOCK_TIMEOUT_SECONDS, create=lost is None):
-                if lost is None:
+            with folder.locked(LOCK_TIMEOUT_SECONDS, create=existing is None):
+                if existing is None:
                     holder = self.reservations().reserve(name, host_id, self._evidence)
                     if holder.host_id != host_id:
                         folder.remove(host_id)  # ours, still empty: this run creates nothing
                 if holder is None or holder.host_id == host_id:
-                    return self._launch(name, host_id, lost, source, folder, image, spec, user_tags)
+                    return self._launch(name, host_id, existing, source, folder, image, spec, user_tags)
         except KeyFolderBusy as exc:
-            self.module.fail_json(msg=f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
+            raise HostError(f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
         return self._name_taken(name, holder)
 
-    def _launch(self, name: str, host_id: str, lost: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
+    def _launch(self, name: str, host_id: str, existing: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
                 image: Any, spec: dict[str, Any], user_tags: dict[str, str]) -> dict[str, Any]:
         """Keys, record, sandbox, bootstrap: the part of a create that runs holding the host's name and key folder."""
         params = self.params
         folder.ensure(host_id)
         extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
-        if lost is not None and lost.record is not None:
-            record = lost.record
-            record.user_tags = dict(user_tags)
-            record.spec = spec
-            record.ssh_host_public_key = folder.read_public(HOST_KEY)
-            record.authorized_keys = sorted(set(record.authorized_keys) | set(extra_keys))
-            record.stop_reason = None
+        if existing is not None and existing.record is not None:
+            record = existing.record
+            record.prepare_new_sandbox(user_tags, spec, folder.read_public(HOST_KEY), extra_keys)
             extra_keys = record.authorized_keys
         else:
             record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
                                 ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
                                 authorized_keys=extra_keys)
-        self.extra_authorized_keys = extra_keys
         sandbox = None
         try:
             start_started = time.monotonic()
-            sandbox = self._create_sandbox(image, host_id, name, user_tags)
-            record.sandbox_id = sandbox.object_id
-            endpoint = self._bootstrap(sandbox, folder)
+            sandbox = create_sandbox(self.session, self.directory.app, image, spec, host_id, name, user_tags)
+            endpoint = bootstrap(self.session, sandbox, folder, spec, extra_keys, params["wait"], params["wait_timeout"],
+                                 self.timings)
             self._time("start", start_started, minus=self.timings["ssh_wait"])
-            record.ssh_host, record.ssh_port = endpoint
             self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
-            record.status = STATUS_RUNNING
-            record.failure = None
+            record.mark_running(sandbox.object_id, endpoint)
             self.directory.store.put(record)
             self._sweep_duplicates(host_id, sandbox.object_id)
         except (CreateFailure, ModalError, OSError) as exc:
-            self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=lost is not None)
+            self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=existing is not None)
             if isinstance(exc, CreateFailure):
                 raise
             if isinstance(exc, ModalError) and is_not_found(exc) and sandbox is not None:
-                raise CreateFailure(self._ended_during_setup_message(name, exc, kept=lost is not None),
+                raise CreateFailure(self._ended_during_setup_message(name, exc, kept=existing is not None),
                                     code=exc.code) from exc
             if isinstance(exc, ModalError):
                 raise CreateFailure(exc.msg, code=exc.code) from exc
@@ -1339,7 +1186,7 @@ class ModalSandboxModule(ModalModule):
 
     def _time(self, phase: str, started: float, minus: float = 0.0) -> None:
         """Record how many seconds ``phase`` took since ``started`` (a time.monotonic() reading)."""
-        self.timings[phase] = round(max(time.monotonic() - started - minus, 0.0), 2)
+        self.timings[phase] = seconds_since(started, minus)
 
     @staticmethod
     def _ended_during_setup_message(name: str, exc: ModalError, kept: bool) -> str:
@@ -1365,23 +1212,23 @@ class ModalSandboxModule(ModalModule):
         """
         folder = self.keys.find(holder.host_id, name)
         if folder is None:
-            self.module.fail_json(
-                msg=f"host name {name} is taken in app {self.session.app_name} by another run at the same time "
-                    f"({holder.describe()}), and that host's SSH keys are not in {self.session.key_dir}. Nothing was "
-                    f"created. Use the host from the controller that created it, or choose another name."
+            raise HostError(
+                f"host name {name} is taken in app {self.session.app_name} by another run at the same time "
+                f"({holder.describe()}), and that host's SSH keys are not in {self.session.key_dir}. Nothing was "
+                f"created. Use the host from the controller that created it, or choose another name."
             )
         try:
             with folder.locked(self.params["wait_timeout"] + LOCK_TIMEOUT_SECONDS):
                 pass
         except (KeyFolderBusy, FileNotFoundError) as exc:
-            self.module.fail_json(msg=f"host {name} is being created by another run on this controller "
-                                      f"({holder.describe()}): {exc}. Nothing was created; rerun when it is done.")
+            raise HostError(f"host {name} is being created by another run on this controller "
+                            f"({holder.describe()}): {exc}. Nothing was created; rerun when it is done.")
         self.directory.forget()
         host = find_host(self.directory.hosts(), name)
         if host is None or host.host_id != holder.host_id:
-            self.module.fail_json(
-                msg=f"another run was creating host {name} at the same time ({holder.describe()}) and did not finish "
-                    "it. Nothing was created by this run; run the task again."
+            raise HostError(
+                f"another run was creating host {name} at the same time ({holder.describe()}) and did not finish "
+                "it. Nothing was created by this run; run the task again."
             )
         self.warnings.append(f"host {name} was created by another run at the same time ({holder.describe()}); this "
                              "run uses that host")
@@ -1402,7 +1249,7 @@ class ModalSandboxModule(ModalModule):
                                 keep_keys: bool = False) -> None:
         """No orphans: terminate whatever sandbox this create started, record the failure, drop new keys.
 
-        A host that existed before (a new sandbox for a lost host) keeps its record status and keys, so the
+        A host that existed before (a new sandbox for an existing host) keeps its record status and keys, so the
         next run tries again.
         """
         try:
@@ -1410,10 +1257,7 @@ class ModalSandboxModule(ModalModule):
         except ModalError as exc:
             self.warnings.append(f"could not terminate the sandbox of the failed host {record.name}: {exc.msg}")
         try:
-            if not keep_keys:
-                record.status = STATUS_FAILED
-            record.failure = reason[-2000:]
-            record.sandbox_id = None
+            record.mark_failed(reason, host_existed=keep_keys)
             self.directory.store.put(record)
         except ModalError:
             pass
@@ -1423,126 +1267,6 @@ class ModalSandboxModule(ModalModule):
                 self._release_names(host_id, record.name)
             except (ModalError, SnapshotError):
                 pass
-
-    def _build_image(self) -> Any:
-        """Build the image before any sandbox exists, so a failed build can leave nothing behind."""
-        modal = self.session.modal
-        spec = self.spec
-        if spec["dockerfile"]:
-            context_dir = spec["context_dir"] or os.path.dirname(os.path.abspath(spec["dockerfile"]))
-            image = dockerfile_image(modal, self.dockerfile_plan, context_dir)
-            description = f"the image from {spec['dockerfile']}"
-            reference = self.dockerfile_plan.base
-        else:
-            image = modal.Image.from_registry(spec["image"])
-            description = f"the image {spec['image']}"
-            reference = spec["image"]
-        # The same layer definition for every host, so Modal's image cache builds it once per image: the second
-        # host from an image builds nothing.
-        image = image.run_commands(INSTALL_HOST_PACKAGES_COMMAND)
-        log: collections.deque[str] = collections.deque(maxlen=200)
-        try:
-            with captured_build_log(log):
-                self.session.call(image.build, self.directory.app)
-        except ModalError as exc:
-            raise CreateFailure(build_failure_message(description, reference, exc.msg, log), tail(log),
-                                exc.code) from exc
-        return image
-
-    def _create_sandbox(self, image: Any, host_id: str, name: str, user_tags: dict[str, str]) -> Any:
-        modal = self.session.modal
-        spec = self.spec
-        kwargs: dict[str, Any] = {
-            "app": self.directory.app,
-            "image": image,
-            "timeout": spec["timeout"],
-            "cpu": spec["cpu"],
-            "memory": memory_mib(spec),
-            "unencrypted_ports": [SSH_PORT],
-            "tags": encode_sandbox_tags(host_id, name, user_tags),
-            "client": self.session.client,
-        }
-        if spec["gpu"]:
-            kwargs["gpu"] = spec["gpu"]
-        if spec["region"]:
-            kwargs["region"] = spec["region"]
-        if spec["idle_timeout"]:
-            kwargs["idle_timeout"] = spec["idle_timeout"]
-        kwargs.update(network_kwargs(spec))
-        if spec["env"]:
-            kwargs["env"] = dict(spec["env"])
-        if spec["secrets"]:
-            kwargs["secrets"] = [modal.Secret.from_dict({key: os.environ[key] for key in spec["secrets"]})]
-        if spec["volumes"]:
-            kwargs["volumes"] = {
-                volume["path"]: modal.Volume.from_name(volume["name"], create_if_missing=True,
-                                                       environment_name=self.session.environment)
-                for volume in spec["volumes"]
-            }
-        # The entrypoint only keeps the sandbox alive; sshd is started by an exec once the keys are in place.
-        try:
-            return self.session.call(modal.Sandbox.create, "sleep", "infinity", **kwargs)
-        except ModalError as exc:
-            if spec["gpu"] and gpu_refused(exc):
-                raise CreateFailure(gpu_unavailable_message(spec["gpu"], spec["region"], exc), code=exc.code) from exc
-            raise
-
-    def _liveness(self, sandbox: Any, sshd: Any) -> Any:
-        def still_alive() -> str | None:
-            try:
-                code = sandbox.poll()
-            except Exception:  # pylint: disable=broad-exception-caught
-                return None
-            if code is not None:
-                return f"the sandbox exited with code {code}"
-            if sshd is not None:
-                try:
-                    sshd_code = sshd.poll()
-                except Exception:  # pylint: disable=broad-exception-caught
-                    return None
-                if sshd_code is not None:
-                    return f"sshd exited with code {sshd_code}"
-            return None
-
-        return still_alive
-
-    def _tunnel_endpoint(self, sandbox: Any, timeout: int) -> tuple[str, int]:
-        tunnels = self.session.call(sandbox.tunnels, timeout=timeout)
-        tunnel = tunnels.get(SSH_PORT)
-        if tunnel is None:
-            raise CreateFailure(f"the sandbox has no tunnel for port {SSH_PORT}")
-        host, port = tunnel.tcp_socket
-        return host, int(port)
-
-    def _bootstrap(self, sandbox: Any, folder: KeyFolder) -> tuple[str, int]:
-        """Keys in with one exec, sshd started with another, tunnel read and pinned, then a real login."""
-        name = folder.name
-        env = bootstrap_env(folder.read_public(CLIENT_KEY), folder.read_private(HOST_KEY), folder.read_public(HOST_KEY),
-                            self.extra_authorized_keys, login_env=self.spec.get("env"))
-        setup = self.session.call(sandbox.exec, "sh", "-c", bootstrap_script(), env=env)
-        code = self.session.call(setup.wait)
-        output = self.session.call(setup.stdout.read) + self.session.call(setup.stderr.read)
-        if code != 0:
-            raise CreateFailure(f"bootstrapping SSH in host {name} failed (exit code {code})", tail(output.splitlines()))
-        sshd = self.session.call(sandbox.exec, *sshd_command())
-        endpoint = self._tunnel_endpoint(sandbox, self.params["wait_timeout"])
-        folder.pin(*endpoint)
-        wait_started = time.monotonic()
-        self.timings["ssh_wait"] = 0.0
-        if self.params["wait"]:
-            try:
-                wait_for_ssh(endpoint[0], endpoint[1], folder.client_key, folder.known_hosts,
-                             self.params["wait_timeout"], self._liveness(sandbox, sshd))
-            except SshNotReady as exc:
-                log = exc.last_error
-                try:
-                    if sshd.poll() is not None:
-                        log = (log + "\n" + sshd.stderr.read()).strip()
-                except Exception:  # pylint: disable=broad-exception-caught
-                    pass
-                raise CreateFailure(f"host {name}: {exc}", tail(log.splitlines())) from exc
-            self._time("ssh_wait", wait_started)
-        return endpoint
 
 
 def _build_args_value(value: Any) -> Any:

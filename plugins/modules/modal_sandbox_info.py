@@ -140,22 +140,21 @@ modal_sandbox_info:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
-    TUNNEL_TIMEOUT_SECONDS,
     HostDirectory,
-    VolumeRecordStore,
-    ended_details,
     filter_hosts,
     host_result,
-    normalize_user_tags,
-    ssh_tunnel_endpoint,
-    state_volume_name,
     validate_host_name,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._live import (
+    TUNNEL_TIMEOUT_SECONDS,
+    ended_details,
+    ssh_tunnel_endpoint,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._records import host_records
+from ansible_collections.mngr.modal.plugins.module_utils._tags import normalize_user_tags
 
 
 class ModalSandboxInfoModule(ModalModule):
@@ -167,10 +166,9 @@ class ModalSandboxInfoModule(ModalModule):
         "tags": {"type": "dict"},
     }
 
-    def __init__(self, module: AnsibleModule) -> None:
-        super().__init__(module)
-        self.name_filter: str | None = None
-        self.tags_filter: dict[str, str] | None = None
+    # The filters, once validated.
+    name_filter: str | None = None
+    tags_filter: dict[str, str] | None = None
 
     def validate_inputs(self) -> None:
         name, tags = self.params["name"], self.params["tags"]
@@ -182,9 +180,7 @@ class ModalSandboxInfoModule(ModalModule):
         app = session.app(create_if_missing=False)
         if app is None:
             return []
-        store = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
-                                  session.client, create=False)
-        directory = HostDirectory(session, app, store)
+        directory = HostDirectory(session, app, host_records(session, create=False))
         results = []
         for host in filter_hosts(directory.hosts(), name=self.name_filter, tags=self.tags_filter):
             endpoint = host.ssh_endpoint

@@ -190,36 +190,28 @@ msg:
 from typing import Any
 
 from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
+from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
-    STATUS_DESTROYED,
-    STATUS_FAILED,
     Host,
     HostDirectory,
-    VolumeRecordStore,
-    encode_sandbox_tags,
     find_host,
-    format_endpoint,
-    state_volume_name,
     validate_host_name,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._journal import Journal, recover_journal, take_snapshot
+from ansible_collections.mngr.modal.plugins.module_utils._keys import HAS_CRYPTOGRAPHY, KeyStore
+from ansible_collections.mngr.modal.plugins.module_utils._live import ssh_tunnel_endpoint
+from ansible_collections.mngr.modal.plugins.module_utils._records import STATUS_DESTROYED, STATUS_FAILED, HostRecords, host_records
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     DEFAULT_TTL_SECONDS,
-    Journal,
     SnapshotCatalog,
     SnapshotError,
     SnapshotRecord,
     default_snapshot_name,
-    recover_journal,
-    take_snapshot,
     validate_snapshot_name,
     volume_catalog,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
-    SSH_PORT,
-    KeyStore,
-    SshNotReady,
-    wait_for_ssh,
-)
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import SSH_PORT, SshNotReady, sandbox_liveness, wait_for_ssh
+from ansible_collections.mngr.modal.plugins.module_utils._tags import encode_sandbox_tags, format_endpoint
 
 IMAGE_KEPT = (
     "Modal keeps the image {image_id} itself{until}: Modal has no way to delete an image. It can still be restored "
@@ -242,7 +234,7 @@ class ModalSnapshotModule(ModalModule):
         "wait_timeout": {"type": "int", "default": 120},
     }
     reports_diff = True
-    needs_cryptography = True
+    required_libraries = {"cryptography": HAS_CRYPTOGRAPHY}
 
     def validate_inputs(self) -> None:
         params = self.params
@@ -261,16 +253,15 @@ class ModalSnapshotModule(ModalModule):
 
     # --- finding the host ------------------------------------------------------------------------------
 
-    def find_host(self, include_destroyed: bool) -> tuple[Host, VolumeRecordStore]:
+    def find_host(self, include_destroyed: bool) -> tuple[Host, HostRecords]:
         """The host named by the ``host`` option, with the store its record lives in; fails when unknown."""
         session = self.session
         host_name = self.params["host"]
         app = session.app(create_if_missing=False)
         if app is None:
-            self.module.fail_json(msg=f"there is no host named {host_name}: the Modal app {session.app_name} does not "
-                                      "exist (check the app and environment options)")
-        store = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
-                                  session.client, create=False)
+            raise ModalCollectionError(f"there is no host named {host_name}: the Modal app {session.app_name} does not "
+                                       "exist (check the app and environment options)")
+        store = host_records(session, create=False)
         host = find_host(HostDirectory(session, app, store).hosts(), host_name)
         if host is None and include_destroyed:
             gone = [r for r in store.list() if r.name == host_name and r.status in (STATUS_DESTROYED, STATUS_FAILED)]
@@ -278,8 +269,8 @@ class ModalSnapshotModule(ModalModule):
                 record = max(gone, key=lambda r: r.updated_at or "")
                 host = Host(record.host_id, record.name, dict(record.user_tags), record=record)
         if host is None:
-            self.module.fail_json(msg=f"there is no host named {host_name} in the Modal app {session.app_name}; "
-                                      "mngr.modal.modal_sandbox_info lists the hosts")
+            raise ModalCollectionError(f"there is no host named {host_name} in the Modal app {session.app_name}; "
+                                       "mngr.modal.modal_sandbox_info lists the hosts")
         return host, store
 
     def catalog(self, create: bool) -> SnapshotCatalog:
@@ -303,10 +294,10 @@ class ModalSnapshotModule(ModalModule):
             self.diff["before"] = self.diff["after"] = existing.result(host.name)
             return existing.result(host.name)
         if host.sandbox is None:
-            self.module.fail_json(
-                msg=f"host {host.name} is stopped (it has no running sandbox), so there is nothing to snapshot. "
-                    "Start it with mngr.modal.modal_sandbox (state: started) first; its existing snapshots are "
-                    "listed by mngr.modal.modal_snapshot_info."
+            raise ModalCollectionError(
+                f"host {host.name} is stopped (it has no running sandbox), so there is nothing to snapshot. "
+                "Start it with mngr.modal.modal_sandbox (state: started) first; its existing snapshots are "
+                "listed by mngr.modal.modal_snapshot_info."
             )
         self.changed = True
         self.diff["before"] = existing.result(host.name) if existing else {}
@@ -332,7 +323,7 @@ class ModalSnapshotModule(ModalModule):
             self.check_ssh(host, store, result)
         return result
 
-    def check_ssh(self, host: Host, store: VolumeRecordStore, result: dict[str, Any]) -> None:
+    def check_ssh(self, host: Host, store: HostRecords, result: dict[str, Any]) -> None:
         """Log in again after the snapshot; follow the tunnel if it moved (tags, record and pinned line)."""
         keys = KeyStore(self.session.key_dir, self.session.app_name, self.session.environment)
         folder = keys.find(host.host_id, host.name, (host.record.previous_name if host.record else None,))
@@ -343,29 +334,19 @@ class ModalSnapshotModule(ModalModule):
             )
             return
         handle = host.sandbox.handle
-        tunnels = self.session.call(handle.tunnels, timeout=self.params["wait_timeout"])
-        tunnel = tunnels.get(SSH_PORT)
-        if tunnel is None:
+        endpoint = ssh_tunnel_endpoint(self.session.call, handle, self.params["wait_timeout"])
+        if endpoint is None:
             self.fail_after_snapshot(host, result, f"the sandbox no longer has a tunnel for port {SSH_PORT}")
-        endpoint = (tunnel.tcp_socket[0], int(tunnel.tcp_socket[1]))
         if endpoint != host.ssh_endpoint:
             self.follow_moved_tunnel(host, store, endpoint)
         folder.pin(*endpoint)
-
-        def still_alive() -> str | None:
-            try:
-                code = handle.poll()
-            except Exception:  # pylint: disable=broad-exception-caught
-                return None
-            return None if code is None else f"the sandbox exited with code {code}"
-
         try:
             wait_for_ssh(endpoint[0], endpoint[1], folder.client_key, folder.known_hosts, self.params["wait_timeout"],
-                         still_alive)
+                         sandbox_liveness(handle))
         except SshNotReady as exc:
             self.fail_after_snapshot(host, result, f"{exc} ({exc.last_error})" if exc.last_error else str(exc))
 
-    def follow_moved_tunnel(self, host: Host, store: VolumeRecordStore, endpoint: tuple[str, int]) -> None:
+    def follow_moved_tunnel(self, host: Host, store: HostRecords, endpoint: tuple[str, int]) -> None:
         if host.ssh_endpoint is not None:
             self.warnings.append(
                 f"the SSH tunnel of host {host.name} moved from {format_endpoint(*host.ssh_endpoint)} to "
@@ -374,15 +355,15 @@ class ModalSnapshotModule(ModalModule):
         self.session.call(host.sandbox.handle.set_tags,
                           encode_sandbox_tags(host.host_id, host.name, host.user_tags, format_endpoint(*endpoint)))
         if host.record is not None and host.record.sandbox_id == host.sandbox.sandbox_id:
-            host.record.ssh_host, host.record.ssh_port = endpoint
+            host.record.follow_tunnel(endpoint)
             store.put(host.record)
         host.ssh_endpoint = endpoint
 
     def fail_after_snapshot(self, host: Host, result: dict[str, Any], reason: str) -> None:
-        self.module.fail_json(
-            msg=f"snapshot {result['name']} of host {host.name} was taken and recorded (image {result['id']}), but "
-                f"SSH to the host does not work afterwards: {reason}. Stopping and starting the host with "
-                "mngr.modal.modal_sandbox gives it a new sandbox and tunnel.",
+        raise ModalCollectionError(
+            f"snapshot {result['name']} of host {host.name} was taken and recorded (image {result['id']}), but "
+            f"SSH to the host does not work afterwards: {reason}. Stopping and starting the host with "
+            "mngr.modal.modal_sandbox gives it a new sandbox and tunnel.",
             changed=self.changed, modal_snapshot=result,
         )
 

@@ -115,20 +115,19 @@ modal_snapshot_info:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalSession
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    HostDirectory,
+    find_host,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._records import (
     STATUS_DESTROYED,
     STATUS_FAILED,
-    HostDirectory,
     HostRecord,
-    MemoryRecordStore,
-    VolumeRecordStore,
-    find_host,
-    state_volume_name,
-    validate_host_name,
+    HostRecords,
+    host_records,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     SnapshotRecord,
@@ -162,10 +161,9 @@ class ModalSnapshotInfoModule(ModalModule):
         "name": {"type": "str"},
     }
 
-    def __init__(self, module: AnsibleModule) -> None:
-        super().__init__(module)
-        self.host_filter: str | None = None
-        self.name_filter: str | None = None
+    # The filters, once validated.
+    host_filter: str | None = None
+    name_filter: str | None = None
 
     def validate_inputs(self) -> None:
         host, name = self.params["host"], self.params["name"]
@@ -180,8 +178,7 @@ class ModalSnapshotInfoModule(ModalModule):
         app = session.app(create_if_missing=False)
         if app is None:
             return []
-        records = VolumeRecordStore(session.call, state_volume_name(session.app_name), session.environment,
-                                    session.client, create=False).list()
+        records = host_records(session, create=False).list()
         views = host_views(records)
         host_ids: list[str] | None = None
         if host_name is not None:
@@ -211,7 +208,7 @@ class ModalSnapshotInfoModule(ModalModule):
         named = [r.host_id for r in current if r.name == host_name]
         if named:
             return named[:1]
-        directory = HostDirectory(session, app, MemoryRecordStore(current))
+        directory = HostDirectory(session, app, HostRecords.holding(current))
         host = find_host(directory.hosts(), host_name)
         if host is not None:
             views.setdefault(host.host_id, (host.name, host.state))

@@ -10,6 +10,8 @@ It knows nothing of gRPC or of what Modal ids mean; the server drives it. Module
 - :mod:`build`: RUN steps and file layers of image builds
 - :mod:`container`: sandboxes (start, exec, snapshot, terminate) and ``kill_sandbox``/``cleanup_stale``
 - :mod:`rootfs`, :mod:`launch`, :mod:`process`, :mod:`tunnels`, :mod:`cgroups`, :mod:`pidfiles`: their parts
+- :mod:`sandbox_fs_tool`: the script behind ``Sandbox.filesystem``, run confined to a sandbox's root
+  (a standalone script; :mod:`modal_emulator.server.fs_tools` starts it)
 
 Requires Linux and root.
 """

@@ -29,15 +29,19 @@ What :class:`EmulatorState` offers:
 - ``services``: in-memory registries shared by mixins of both services, keyed by area
   (``"sandboxes"``: live sandboxes, ``"images"``: image records and builds).
 
-Optional hooks a mixin module may provide (looked up by :mod:`modal_emulator.server.app`):
+Functions some mixin modules offer to the others (imported directly where they are used):
 
 - ``server/blobs.py``: ``async def start_http_server(state: EmulatorState) -> Callable[[], Awaitable[None]]``
-  starts the HTTP side server, sets ``state.http_base_url`` and returns a coroutine function that stops it.
+  starts the HTTP side server, sets ``state.http_base_url`` and returns a coroutine function that stops it
+  (used by :mod:`.serve`).
 - ``server/mounts.py``: ``def materialize_mount(state: EmulatorState, mount_id: str)
   -> list[tuple[str, pathlib.Path | bytes, int | None]]`` returns a mount's files as
-  (absolute path inside the mount, content or source file, mode or None); used for COPY in image builds.
-- ``server/volumes.py``: ``def volume_host_path(state: EmulatorState, volume_id: str) -> pathlib.Path``
-  returns the host directory holding a volume's files, bind-mounted into sandboxes.
+  (absolute path inside the mount, content or source file, mode or None); used for COPY in image builds
+  (:mod:`.image_builder`).
+- ``server/volumes.py``: ``def volume_bind(state: EmulatorState, mount: api_pb2.VolumeMount)
+  -> tuple[pathlib.Path, str, bool]`` returns the host directory, container path and read-only flag of
+  a sandbox's volume mount, bind-mounted into the sandbox (:mod:`.sandboxes`); ``volume_host_path``
+  returns a volume's host directory.
 
 Naming inside a mixin. All control-plane mixins become ONE class, so two mixins defining the same
 attribute would silently replace each other's. Every attribute that is not an RPC therefore carries

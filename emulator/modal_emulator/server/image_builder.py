@@ -42,11 +42,11 @@ from typing import Any, Callable, Iterable
 from grpclib import Status
 from modal_proto import api_pb2
 
-from . import hooks
 from .apps import secret_env
 from modal_emulator.runtime.bases import BOOKWORM_PYTHON
 
 from .core import EmulatorState
+from .mounts import materialize_mount
 
 log = logging.getLogger("modal_emulator.server")
 
@@ -285,10 +285,7 @@ class ImageRegistry:
         store = self.state.require_store()
         layer_id = f"mount-{mount_id}"
         if not store.has_layer(layer_id):
-            materialize = hooks.optional_function("mounts", "materialize_mount")
-            if materialize is None:
-                self.state.abort(Status.UNIMPLEMENTED, "mounts are not supported by this emulator build")
-            files = materialize(self.state, mount_id)
+            files = materialize_mount(self.state, mount_id)
             from modal_emulator.runtime.build import write_files_layer
 
             await asyncio.to_thread(write_files_layer, store, layer_id, files, self.layer_roots(image))
@@ -488,10 +485,7 @@ class ImageBuild:
         """Context files by path relative to the context root (no leading slash)."""
         context: dict[str, tuple[bytes | pathlib.Path, int | None]] = {}
         if self.definition.context_mount_id:
-            materialize = hooks.optional_function("mounts", "materialize_mount")
-            if materialize is None:
-                raise BuildFailed("COPY from a build context needs mounts, which this emulator build lacks")
-            for path, content, mode in materialize(self.state, self.definition.context_mount_id):
+            for path, content, mode in materialize_mount(self.state, self.definition.context_mount_id):
                 context[path.lstrip("/")] = (content, mode)
         for context_file in self.definition.context_files:
             context[context_file.filename.lstrip("/")] = (context_file.data, None)

@@ -20,13 +20,13 @@ from modal_proto import api_pb2
 
 from modal_emulator.runtime.network import NetworkPolicy, normalize_cidrs
 
-from . import hooks
 from .apps import env_from_sources, fresh_token, secret_env
 from .core import EmulatorState
 from .image_builder import DEFAULT_PATH
 from .images import image_registry
 from .live import STATUS, LiveSandbox
 from .tls_tunnels import TlsTerminator, server_context
+from .volumes import volume_bind
 
 log = logging.getLogger("modal_emulator.server")
 
@@ -235,9 +235,6 @@ class SandboxRegistry:
     def _volumes(self, definition: api_pb2.Sandbox) -> list[tuple[pathlib.Path, str, bool]]:
         if not definition.volume_mounts:
             return []
-        volume_bind = hooks.optional_function("volumes", "volume_bind")
-        if volume_bind is None:
-            self.state.abort(Status.UNIMPLEMENTED, "volumes are not supported by this emulator build")
         mounts = []
         for mount in definition.volume_mounts:
             try:

@@ -20,7 +20,7 @@ from typing import Awaitable, Callable
 
 from grpclib.server import Server
 
-from . import hooks
+from .blobs import start_http_server
 from .core import EmulatorState, FaultInjector, FaultRule, atomic_write_bytes
 from .images import image_registry
 from .sandboxes import sandbox_registry
@@ -59,9 +59,7 @@ async def serve(options: ServeOptions) -> None:
     try:
         image_registry(state)
         sandboxes = sandbox_registry(state)
-        start_http = hooks.optional_function("blobs", "start_http_server")
-        if start_http is not None:
-            stop_http = await start_http(state)
+        stop_http = await start_http_server(state)
         server = Server(build_servicers(state))
         fault_rng = random.Random(options.fault_seed)
         FaultInjector(latency_ms=options.latency_ms, rules=options.faults, rng=fault_rng).attach(server)

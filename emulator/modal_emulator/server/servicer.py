@@ -2,8 +2,7 @@
 
 ``ModalClient`` (the control plane) and ``TaskCommandRouter`` (execs and stdio, which Modal serves
 next to each sandbox) are both served on one port. Each servicer class is the mixins of its areas,
-then a class answering every other RPC with UNIMPLEMENTED, then the generated base. The volumes,
-mounts and blobs mixins are included when their modules exist (see :mod:`.hooks`).
+then a class answering every other RPC with UNIMPLEMENTED, then the generated base.
 """
 
 from __future__ import annotations
@@ -11,25 +10,20 @@ from __future__ import annotations
 from modal_proto.api_grpc import ModalClientBase
 from modal_proto.task_command_router_grpc import TaskCommandRouterBase
 
-from . import hooks
 from .apps import AppRpcs
+from .blobs import BlobRpcs
 from .core import EmulatorState
 from .images import ImageRpcs
 from .listing import TagsAndListRpcs
+from .mounts import MountRpcs
 from .router import RouterRpcs
 from .sandboxes import SandboxRpcs
 from .unimplemented import unimplemented_rpcs
-
-_OPTIONAL_MIXINS = {"volumes": "VolumeRpcs", "mounts": "MountRpcs", "blobs": "BlobRpcs"}
+from .volumes import VolumeRpcs
 
 
 def control_plane_mixins() -> list[type]:
-    mixins: list[type] = [AppRpcs, ImageRpcs, SandboxRpcs, TagsAndListRpcs]
-    for module_name, class_name in _OPTIONAL_MIXINS.items():
-        module = hooks.optional_module(module_name)
-        if module is not None:
-            mixins.append(getattr(module, class_name))  # a module without its class is a bug: fail here
-    return mixins
+    return [AppRpcs, ImageRpcs, SandboxRpcs, TagsAndListRpcs, VolumeRpcs, MountRpcs, BlobRpcs]
 
 
 def build_servicers(state: EmulatorState) -> list[object]:

@@ -70,9 +70,6 @@ def volume_host_path(state: EmulatorState, volume_id: str) -> pathlib.Path:
     return storage(state).layout.create_volume_dir(volume_id)
 
 
-volume_host_dir = volume_host_path
-
-
 def volume_bind(state: EmulatorState, mount: api_pb2.VolumeMount) -> tuple[pathlib.Path, str, bool]:
     """``(host dir, container path, read_only)`` for a ``VolumeMount`` of a sandbox definition.
 
@@ -430,4 +427,4 @@ class VolumeRpcs:
         await self._vol_copy(stream)
 
 
-__all__ = ["VolumeRpcs", "volume_bind", "volume_host_dir", "volume_host_path", "EPHEMERAL_TTL_SECONDS"]
+__all__ = ["VolumeRpcs", "volume_bind", "volume_host_path", "EPHEMERAL_TTL_SECONDS"]

@@ -27,10 +27,10 @@ from ansible_collections.mngr.modal.plugins.inventory.modal import (
     ModalReader,
     safe_inventory_name,
 )
-from ansible_collections.mngr.modal.plugins.module_utils import _hosts
+from ansible_collections.mngr.modal.plugins.module_utils import _hosts, _live, _tags
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import needs_tunnel, run_bounded, sandbox_info_to_raw
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyFolder
+from ansible_collections.mngr.modal.plugins.module_utils._keys import KeyFolder
+from ansible_collections.mngr.modal.plugins.module_utils._live import needs_tunnel, run_bounded, sandbox_info_to_raw
 
 INJECTION = "{{ lookup('pipe', 'touch /tmp/mngr-modal-inventory-injected') }}"
 
@@ -275,7 +275,7 @@ def test_filters_compare_values_as_the_modules_compare_tags(tmp_path, filters):
     assert sorted(populate(plugin).hosts) == ["tagged"]
     module_view = _hosts.filter_hosts(
         [_hosts.Host("host-1", "tagged", {"version": "2", "flag": "true", "ratio": "0.5"})],
-        tags=_hosts.normalize_user_tags(filters, "tags"))
+        tags=_tags.normalize_user_tags(filters, "tags"))
     assert [host.name for host in module_view] == ["tagged"]
 
 
@@ -605,7 +605,7 @@ def test_fallback_reads_missing_details_and_skips_what_cannot_be_read(monkeypatc
         FakeHandle("sb-gone", error=NotFound("gone")),
         FakeHandle("sb-broken", error=RuntimeError("internal error")),
     ]
-    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: [dict(s) for s in listed])
+    monkeypatch.setattr(_live, "list_page_details", lambda modal, client, app_id: [dict(s) for s in listed])
     warnings: list[str] = []
     reader = ModalReader(FakeSession(handles), concurrency=3, warn=warnings.append)
     result = reader.sandboxes("ap-1")
@@ -619,7 +619,7 @@ def test_fallback_reads_missing_details_and_skips_what_cannot_be_read(monkeypatc
 def test_complete_list_pages_need_no_extra_calls(monkeypatch):
     listed = [{"id": f"sb-{i}", "created_at": float(i), "tags": {"mngr_host_id": f"host-{i}", "mngr_ssh": f"h:{i + 1}"},
                "ssh": None, "gpu": None} for i in range(5)]
-    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: listed)
+    monkeypatch.setattr(_live, "list_page_details", lambda modal, client, app_id: listed)
     session = FakeSession([])
     session.modal.Sandbox.list = None  # listing handles would fail: it must not happen
     assert len(ModalReader(session, 4, lambda message: None).sandboxes("ap-1")) == 5

@@ -18,7 +18,7 @@ import typing as t
 
 from ansible_collections.mngr.modal.plugins.inventory import modal as plugin_module
 from ansible_collections.mngr.modal.plugins.inventory.modal import RAW_FORMAT
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyStore
+from ansible_collections.mngr.modal.plugins.module_utils._keys import KeyStore
 
 # .../<root>/ansible_collections/mngr/modal/plugins/inventory/modal.py
 COLLECTIONS_ROOT = pathlib.Path(plugin_module.__file__).resolve().parents[5]

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, failure_kwargs
+from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import BuildArgError
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import HostError
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError, ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import SnapshotError
 
 
@@ -105,9 +105,41 @@ def test_unexpected_errors_are_not_swallowed():
         Example(FakeAnsibleModule(), execute_error=ZeroDivisionError("bug")).run()
 
 
-def test_failure_kwargs_prefers_the_errors_own():
-    assert failure_kwargs(ValueError("plain")) == {"msg": "plain"}
-    assert failure_kwargs(ModalError("m", code="C")) == {"msg": "m", "error_code": "C"}
+def test_extra_return_values_ride_along_with_the_failure():
+    error = ModalCollectionError("half done", ssh_error="timed out", partial={"name": "x"})
+    exited = run(FakeAnsibleModule(), execute_error=error)
+    assert exited.kwargs == {"msg": "half done", "ssh_error": "timed out", "partial": {"name": "x"}}
+
+
+class WarnsThenFails(Example):
+    def execute(self):
+        self.warnings.append("the spec differs")
+        raise HostError("then it failed")
+
+
+def test_a_warning_raised_before_a_failure_reaches_the_user():
+    module = FakeAnsibleModule()
+    with pytest.raises(Exited) as info:
+        WarnsThenFails(module).run()
+    assert info.value.kind == "fail" and info.value.kwargs == {"msg": "then it failed"}
+    assert module.warnings == ["the spec differs"]
+
+
+def test_warnings_reach_the_user_before_an_unexpected_error():
+    class WarnsThenBreaks(Example):
+        def execute(self):
+            self.warnings.append("careful")
+            raise ZeroDivisionError("bug")
+
+    module = FakeAnsibleModule()
+    with pytest.raises(ZeroDivisionError):
+        WarnsThenBreaks(module).run()
+    assert module.warnings == ["careful"]
+
+
+def test_every_expected_error_shares_one_root():
+    for error_class in (ModalError, HostError, BuildArgError, SnapshotError):
+        assert issubclass(error_class, ModalCollectionError)
 
 
 def test_empty_app_is_refused_before_modal_is_contacted():

@@ -9,36 +9,42 @@ import json
 
 import pytest
 
-from ansible_collections.mngr.modal.plugins.module_utils import _hosts
+from ansible_collections.mngr.modal.plugins.module_utils import _live
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
-    MAX_SANDBOX_TAGS,
-    MAX_USER_TAGS,
-    STATUS_DESTROYED,
-    STATUS_STOPPED,
-    TAG_HOST_ID,
-    TAG_HOST_NAME,
-    TAG_SSH_ENDPOINT,
     HostDirectory,
-    HostError,
-    HostRecord,
-    LiveSandbox,
-    MemoryRecordStore,
-    SandboxLister,
-    VolumeRecordStore,
-    decode_sandbox_tags,
-    encode_sandbox_tags,
     filter_hosts,
     find_host,
     host_result,
     merge_hosts,
-    merge_user_tags,
     new_host_id,
+    validate_host_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._live import ListedSandbox, SandboxLister
+from ansible_collections.mngr.modal.plugins.module_utils._records import (
+    STATUS_DESTROYED,
+    STATUS_STOPPED,
+    HostRecord,
+    HostRecords,
+    record_path,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import (
+    StateVolumeMissing,
+    VolumeStateFiles,
+    state_volume_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._tags import (
+    MAX_SANDBOX_TAGS,
+    MAX_USER_TAGS,
+    TAG_HOST_ID,
+    TAG_HOST_NAME,
+    TAG_SSH_ENDPOINT,
+    decode_sandbox_tags,
+    encode_sandbox_tags,
+    merge_user_tags,
     normalize_user_tags,
     parse_endpoint,
-    record_path,
-    state_volume_name,
-    validate_host_name,
 )
 
 
@@ -173,7 +179,7 @@ def test_paths():
 
 
 def live(sandbox_id, host_id, name, endpoint=None, **user):
-    return LiveSandbox(sandbox_id, encode_sandbox_tags(host_id, name, user, endpoint))
+    return ListedSandbox(sandbox_id, encode_sandbox_tags(host_id, name, user, endpoint))
 
 
 def test_merge_live_and_records():
@@ -185,7 +191,7 @@ def test_merge_live_and_records():
     sandboxes = [
         live("sb-1", "host-run", "web", "h:1", team="a"),
         live("sb-2", "host-norecord", "cache", "h:2"),
-        LiveSandbox("sb-3", {"unrelated": "x"}),
+        ListedSandbox("sb-3", {"unrelated": "x"}),
     ]
     hosts = merge_hosts(sandboxes, records)
     assert [(h.name, h.state) for h in hosts] == [("cache", "running"), ("db", "stopped"), ("web", "running")]
@@ -226,12 +232,13 @@ def test_filter_hosts_by_name_and_tags():
 
 
 def test_memory_store():
-    store = MemoryRecordStore()
+    store = HostRecords.holding()
     record = HostRecord(host_id="host-1", name="web")
     store.put(record)
-    assert store.get("host-1") is record
+    assert store.get("host-1") == record
     assert store.get("host-2") is None
     assert store.list() == [record]
+    assert HostRecords.holding([record]).list() == [record]
 
 
 class NotFoundError(Exception):
@@ -249,7 +256,7 @@ class FakeVolume:
         if not self.exists:
             raise NotFoundError("Volume not found")
 
-    def listdir(self, path):
+    def listdir(self, path, recursive=False):
         entries = [type("Entry", (), {"path": p})() for p in self.files if p.startswith(path + "/")]
         if not entries:
             raise NotFoundError(path)
@@ -278,15 +285,18 @@ class FakeVolume:
 
 
 def store_over(volume, create=True):
-    """A VolumeRecordStore over a fake volume; checks the volume is asked for as the module would."""
+    """Host records over a fake volume; checks the volume is asked for as the module would."""
 
     def from_name(name, environment_name=None, create_if_missing=False, client=None):
         assert name == "app-state"
         assert create_if_missing is create
         return volume
 
-    return VolumeRecordStore(lambda fn, *a, **k: fn(*a, **k), "app-state", None, None, create=create,
-                             from_name=from_name)
+    session = type("Session", (), {"environment": None, "client": None, "app_name": "app",
+                                   "modal": type("Modal", (), {"Volume": type("Volume", (), {
+                                       "from_name": staticmethod(from_name)})})(),
+                                   "call": staticmethod(lambda fn, *a, **k: fn(*a, **k))})()
+    return HostRecords(VolumeStateFiles(session, "app-state", create))
 
 
 def test_volume_store_round_trip_and_skips_bad_records():
@@ -309,7 +319,7 @@ def test_missing_volume_reads_as_empty_without_creating_it():
     store = store_over(FakeVolume(exists=False), create=False)
     assert store.list() == []
     assert store.get("host-1") is None
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StateVolumeMissing, match="app-state does not exist"):
         store.put(HostRecord(host_id="host-1", name="web"))
 
 
@@ -389,12 +399,12 @@ def page(sandbox_id, host_id, name, ssh=None):
 
 
 def test_directory_reads_tags_from_list_pages_and_opens_handles_only_when_used(monkeypatch):
-    monkeypatch.setattr(_hosts, "list_page_details",
+    monkeypatch.setattr(_live, "list_page_details",
                         lambda modal, client, app_id: [page("sb-1", "host-1", "web", ["t.example", 4022]),
                                                        page("sb-2", "host-2", "db")])
     session = ListingSession()
     session.modal.Sandbox.list = None  # the per-sandbox fallback must not be needed
-    hosts = HostDirectory(session, App(), MemoryRecordStore()).hosts()
+    hosts = HostDirectory(session, App(), HostRecords.holding()).hosts()
     assert [(h.name, h.sandbox.sandbox_id) for h in hosts] == [("db", "sb-2"), ("web", "sb-1")]
     web = find_host(hosts, "web")
     assert web.ssh_endpoint == ("t.example", 4022)  # the page's tunnel, since the tags carry none
@@ -404,21 +414,21 @@ def test_directory_reads_tags_from_list_pages_and_opens_handles_only_when_used(m
 
 
 def test_directory_falls_back_to_one_tag_read_per_sandbox(monkeypatch):
-    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: None)
+    monkeypatch.setattr(_live, "list_page_details", lambda modal, client, app_id: None)
     handles = [ListingHandle("sb-1", {TAG_HOST_ID: "host-1", TAG_HOST_NAME: "web"}),
                ListingHandle("sb-gone", error=ModalError("ended", code="NOT_FOUND"))]
     session = ListingSession(handles)
-    hosts = HostDirectory(session, App(), MemoryRecordStore()).hosts()
+    hosts = HostDirectory(session, App(), HostRecords.holding()).hosts()
     assert [h.name for h in hosts] == ["web"]
     assert hosts[0].sandbox.handle is handles[0]  # the listed handle: no extra call
     assert session.opened == []
 
 
 def test_module_listing_fails_rather_than_acting_on_a_partial_list(monkeypatch):
-    monkeypatch.setattr(_hosts, "list_page_details", lambda modal, client, app_id: None)
+    monkeypatch.setattr(_live, "list_page_details", lambda modal, client, app_id: None)
     session = ListingSession([ListingHandle("sb-1", error=ModalError("boom", code="INTERNAL"))])
     with pytest.raises(ModalError):
-        HostDirectory(session, App(), MemoryRecordStore()).hosts()
+        HostDirectory(session, App(), HostRecords.holding()).hosts()
     warnings = []
     lister = SandboxLister(ListingSession([ListingHandle("sb-1", error=ModalError("boom", code="INTERNAL"))]),
                            warn=warnings.append)
@@ -428,7 +438,7 @@ def test_module_listing_fails_rather_than_acting_on_a_partial_list(monkeypatch):
 
 def test_host_result_points_at_the_hosts_own_key_folder(tmp_path):
     """Same name, two apps: each result names its own host's keys; a host not created yet has no key paths."""
-    from ansible_collections.mngr.modal.plugins.module_utils._ssh import KeyStore
+    from ansible_collections.mngr.modal.plugins.module_utils._keys import KeyStore
 
     for app, host_id in (("a", "host-a"), ("b", "host-b")):
         KeyStore(str(tmp_path), app, "main").folder_for(host_id, "web").ensure(host_id)

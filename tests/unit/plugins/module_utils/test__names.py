@@ -52,11 +52,9 @@ def test_long_names_are_quoted_shortened_and_the_reason_comes_first():
 # name the collection checks must refuse it.
 def _trailing_newline_checks():
     from ansible_collections.mngr.modal.plugins.module_utils._build_args import BuildArgError
-    from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
-        HostError,
-        normalize_user_tags,
-        validate_host_name,
-    )
+    from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
+    from ansible_collections.mngr.modal.plugins.module_utils._hosts import validate_host_name
+    from ansible_collections.mngr.modal.plugins.module_utils._tags import normalize_user_tags
     from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
         SnapshotError,
         is_image_id,

@@ -16,7 +16,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
     is_stale,
     reservation_path,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._snapshots import MemoryFiles
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import MemoryStateFiles
 
 NOW = datetime.datetime(2026, 1, 31, 12, 0, tzinfo=datetime.timezone.utc)
 NO_HOST = HostEvidence()
@@ -28,7 +28,7 @@ def reservations(files, owner="ctl pid 1", now=NOW):
 
 
 def test_the_first_run_takes_the_name_and_the_second_sees_the_winner():
-    files = MemoryFiles()
+    files = MemoryStateFiles()
     first = reservations(files).reserve("web", "host-1", lambda _id: ALIVE)
     second = reservations(files, owner="other pid 2").reserve("web", "host-2", lambda _id: ALIVE)
     assert first.host_id == "host-1" and second.host_id == "host-1"
@@ -38,7 +38,7 @@ def test_the_first_run_takes_the_name_and_the_second_sees_the_winner():
 
 
 def test_concurrent_runs_get_exactly_one_winner():
-    files = MemoryFiles()
+    files = MemoryStateFiles()
     results = {}
 
     def run(index):
@@ -54,7 +54,7 @@ def test_concurrent_runs_get_exactly_one_winner():
 
 
 def test_release_only_by_the_holder():
-    files = MemoryFiles()
+    files = MemoryStateFiles()
     reservations(files).reserve("web", "host-1", lambda _id: ALIVE)
     assert reservations(files).release("web", "host-2") is False
     assert reservations(files).holder("web").host_id == "host-1"
@@ -79,7 +79,7 @@ def test_staleness_rule():
 
 
 def test_a_stale_reservation_is_taken_over_once():
-    files = MemoryFiles()
+    files = MemoryStateFiles()
     reservations(files, now=NOW - datetime.timedelta(hours=1)).reserve("web", "host-dead", lambda _id: NO_HOST)
     evidence = {"host-dead": HostEvidence(record_status="destroyed", record_name="web")}
     taken = reservations(files, owner="b").reserve("web", "host-2", lambda host_id: evidence.get(host_id, ALIVE))
@@ -91,6 +91,6 @@ def test_a_stale_reservation_is_taken_over_once():
 
 
 def test_an_unreadable_reservation_does_not_block_the_name_forever():
-    files = MemoryFiles({reservation_path("web"): b"not json"})
+    files = MemoryStateFiles({reservation_path("web"): b"not json"})
     taken = reservations(files).reserve("web", "host-1", lambda _id: NO_HOST)
     assert taken.host_id == "host-1"

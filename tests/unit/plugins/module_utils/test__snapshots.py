@@ -17,23 +17,28 @@ import types
 
 import pytest
 
-from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
+from ansible_collections.mngr.modal.plugins.module_utils._journal import (
     JOURNAL_LEASE_SECONDS,
+    Journal,
+    process_start,
+    recover_journal,
+    take_snapshot,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     KIND_STOP,
     SNAPSHOT_NAME_MAX_LENGTH,
-    Journal,
-    MemoryFiles,
     SnapshotCatalog,
     SnapshotError,
     SnapshotRecord,
-    VolumeFiles,
     default_snapshot_name,
     new_record,
-    process_start,
-    recover_journal,
     snapshot_path,
-    take_snapshot,
     validate_snapshot_name,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import (
+    MemoryStateFiles,
+    StateVolumeMissing,
+    VolumeStateFiles,
 )
 
 UTC = datetime.timezone.utc
@@ -45,7 +50,7 @@ def record(name, host_id="host-a", image_id=None, created="2026-01-01T00:00:00+0
 
 
 def catalog_with(*records):
-    files = MemoryFiles({r.path: r.to_json() for r in records})
+    files = MemoryStateFiles({r.path: r.to_json() for r in records})
     return SnapshotCatalog(files), files
 
 
@@ -135,9 +140,9 @@ def test_list_is_newest_first_per_host_and_for_all():
 
 def test_corrupt_and_misplaced_records_warn_and_are_skipped():
     good = record("good")
-    files = MemoryFiles({good.path: good.to_json(), "snapshots/host-a/broken.json": b"{half a rec",
-                         "snapshots/host-a/moved.json": record("elsewhere").to_json(),
-                         "snapshots/host-a/notes.txt": b"ignored"})
+    files = MemoryStateFiles({good.path: good.to_json(), "snapshots/host-a/broken.json": b"{half a rec",
+                              "snapshots/host-a/moved.json": record("elsewhere").to_json(),
+                              "snapshots/host-a/notes.txt": b"ignored"})
     catalog = SnapshotCatalog(files)
     assert [r.name for r in catalog.list("host-a")] == ["good"]
     assert len(catalog.warnings) == 2
@@ -147,7 +152,7 @@ def test_corrupt_and_misplaced_records_warn_and_are_skipped():
 
 
 def test_record_deleted_between_list_and_read_warns():
-    class Vanishing(MemoryFiles):
+    class Vanishing(MemoryStateFiles):
         def list(self, folder):
             paths = super().list(folder)
             self.files.pop("snapshots/host-a/gone.json", None)
@@ -287,7 +292,7 @@ def test_parallel_snapshots_all_survive(tmp_path):
 
 def crash_in_a_child_process(journal, name="s"):
     """take_snapshot in a process of its own that dies after Modal returned the image, before the record is written."""
-    class CrashingFiles(MemoryFiles):
+    class CrashingFiles(MemoryStateFiles):
         def create(self, path, data, overwrite):
             os._exit(3)  # the controller dies: no exception handler, no cleanup
 
@@ -401,7 +406,7 @@ def test_recovery_does_not_replace_a_record_of_another_image(tmp_path):
 
 
 class NotFoundError(Exception):
-    """Named like modal.exception.NotFoundError, which is what VolumeFiles recognises."""
+    """Named like modal.exception.NotFoundError, which is what VolumeStateFiles recognises."""
 
 
 class FakeVolume:
@@ -482,7 +487,7 @@ class FakeSession:
 
 def test_volume_files_round_trip_through_the_sdk_shapes():
     volume = FakeVolume()
-    files = VolumeFiles(FakeSession(volume), "app-state", create=True)
+    files = VolumeStateFiles(FakeSession(volume), "app-state", create=True)
     catalog = SnapshotCatalog(files)
     assert catalog.list() == []
     assert catalog.add(record("a"))
@@ -497,9 +502,9 @@ def test_volume_files_round_trip_through_the_sdk_shapes():
 
 def test_a_missing_volume_reads_empty_and_refuses_writes():
     session = FakeSession(FakeVolume(), exists=False)
-    catalog = SnapshotCatalog(VolumeFiles(session, "app-state", create=False))
+    catalog = SnapshotCatalog(VolumeStateFiles(session, "app-state", create=False))
     assert catalog.list() == [] and catalog.get("h", "n") is None
     assert session.looked_up == ("app-state", False)
     assert not catalog.remove("h", "n")
-    with pytest.raises(SnapshotError, match="does not exist"):
+    with pytest.raises(StateVolumeMissing, match="does not exist"):
         catalog.add(record("a"))

@@ -13,17 +13,19 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from ansible_collections.mngr.modal.plugins.module_utils import _ssh
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+from ansible_collections.mngr.modal.plugins.module_utils._keys import (
     CLIENT_KEY,
     HOST_KEY,
     KeyFolder,
     KeyFolderBusy,
     KeyStore,
+    generate_ed25519_keypair,
+    known_hosts_line,
+)
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     SshNotReady,
     bootstrap_env,
     bootstrap_script,
-    generate_ed25519_keypair,
-    known_hosts_line,
     ssh_common_args,
     ssh_probe_command,
     sshd_command,

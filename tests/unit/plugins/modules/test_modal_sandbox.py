@@ -10,17 +10,20 @@ import datetime
 import pytest
 
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import BuildArgError
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import Host, HostError, HostRecord
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import Host
+from ansible_collections.mngr.modal.plugins.module_utils._records import HostRecord
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
     KIND_STOP,
-    MemoryFiles,
     SnapshotCatalog,
     SnapshotError,
     new_record,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import MemoryStateFiles
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfileError
-from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import CreateFailure, ModalSandboxModule
+from ansible_collections.mngr.modal.plugins.module_utils._provision import CreateFailure
+from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import ModalSandboxModule
 
 
 class FakeModule:
@@ -128,7 +131,7 @@ class FakeSession:
 
 
 def catalog_with(*records):
-    catalog = SnapshotCatalog(MemoryFiles())
+    catalog = SnapshotCatalog(MemoryStateFiles())
     for record in records:
         assert catalog.add(record)
     return catalog

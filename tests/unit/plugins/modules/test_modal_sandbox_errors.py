@@ -8,13 +8,15 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import INSTALL_HOST_PACKAGES_COMMAND
-from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import (
+from ansible_collections.mngr.modal.plugins.module_utils._provision import (
     CreateFailure,
-    ModalSandboxModule,
     build_failure_message,
+    build_image,
+    create_sandbox,
     gpu_unavailable_message,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import INSTALL_HOST_PACKAGES_COMMAND
+from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import ModalSandboxModule
 
 # The messages as the SDK raises them against the emulator (ImageBuildError), shortened where they quote the command.
 LACKS_ERROR = (
@@ -149,19 +151,29 @@ def module_with(fake_image, **params):
     return sandbox
 
 
+def build_for(sandbox):
+    """The image build a create runs for this module's spec."""
+    return build_image(sandbox.session, sandbox.directory.app, sandbox.spec, sandbox.dockerfile_plan)
+
+
+def create_for(sandbox):
+    """The sandbox create a create runs for this module's spec."""
+    return create_sandbox(sandbox.session, sandbox.directory.app, FakeImage(), sandbox.spec, "host-1", "web", {})
+
+
 def test_build_failure_of_an_unready_image_fails_naming_it_with_the_log():
     image = FakeImage(ModalError(LACKS_ERROR.strip(), code=None))
     sandbox = module_with(image, image="example/busybox:1")
     with pytest.raises(CreateFailure) as info:
-        sandbox._build_image()  # pylint: disable=protected-access
+        build_for(sandbox)
     assert info.value.message.startswith("the image example/busybox:1 cannot be made ready for Ansible: it lacks "
                                          "openssh-server, python3, ca-certificates")
 
 
 def test_every_host_gets_the_same_packages_layer_so_the_second_build_is_cached():
     first, second = FakeImage(), FakeImage()
-    module_with(first, image="debian:bookworm-slim")._build_image()  # pylint: disable=protected-access
-    module_with(second, image="debian:bookworm-slim", cpu=2)._build_image()  # pylint: disable=protected-access
+    build_for(module_with(first, image="debian:bookworm-slim"))
+    build_for(module_with(second, image="debian:bookworm-slim", cpu=2))
     assert first.layers == second.layers == [INSTALL_HOST_PACKAGES_COMMAND]
 
 
@@ -170,7 +182,7 @@ def test_a_refused_gpu_is_named_with_alternatives():
     refusal = ModalError("Modal API error INVALID_ARGUMENT: H100 is not a valid GPU type", code="INVALID_ARGUMENT")
     sandbox.session.modal.create_errors.append(refusal)
     with pytest.raises(CreateFailure) as info:
-        sandbox._create_sandbox(FakeImage(), "host-1", "web", {})  # pylint: disable=protected-access
+        create_for(sandbox)
     message = info.value.message
     assert message.startswith("Modal cannot give the sandbox GPU H100:2 (Modal API error INVALID_ARGUMENT: H100 is not "
                               "a valid GPU type). Choose another GPU type: T4, L4,")
@@ -184,11 +196,11 @@ def test_other_create_errors_are_not_blamed_on_the_gpu():
     other = ModalError("Modal API error INVALID_ARGUMENT: bad timeout", code="INVALID_ARGUMENT")
     sandbox.session.modal.create_errors.append(other)
     with pytest.raises(ModalError, match="bad timeout"):
-        sandbox._create_sandbox(FakeImage(), "host-1", "web", {})  # pylint: disable=protected-access
+        create_for(sandbox)
     no_gpu = module_with(FakeImage())
     no_gpu.session.modal.create_errors.append(ModalError("gpu quota", code="INVALID_ARGUMENT"))
     with pytest.raises(ModalError):
-        no_gpu._create_sandbox(FakeImage(), "host-1", "web", {})  # pylint: disable=protected-access
+        create_for(no_gpu)
 
 
 def test_gpu_message_with_a_region():

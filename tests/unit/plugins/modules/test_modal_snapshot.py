@@ -9,14 +9,17 @@ import types
 
 import pytest
 
-from ansible_collections.mngr.modal.plugins.module_utils._hosts import Host, HostError, HostRecord, LiveSandbox
+from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
+from ansible_collections.mngr.modal.plugins.module_utils._hosts import Host
+from ansible_collections.mngr.modal.plugins.module_utils._live import ListedSandbox
+from ansible_collections.mngr.modal.plugins.module_utils._records import HostRecord
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
-    MemoryFiles,
     SnapshotCatalog,
     SnapshotError,
     SnapshotRecord,
     default_snapshot_name,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._state_volume import MemoryStateFiles
 from ansible_collections.mngr.modal.plugins.modules.modal_snapshot import ModalSnapshotModule
 from ansible_collections.mngr.modal.plugins.modules.modal_snapshot_info import host_views, snapshot_item
 
@@ -92,7 +95,7 @@ class SnapshotRunWithoutModal(ModalSnapshotModule):
         self.session = types.SimpleNamespace(key_dir=key_dir, call=lambda fn, *args, **kwargs: fn(*args, **kwargs))
         sandbox = types.SimpleNamespace(
             object_id="sb-1", snapshot_filesystem=lambda timeout, ttl: types.SimpleNamespace(object_id="im-new"))
-        self.host = Host("host-a", "web", {}, sandbox=LiveSandbox("sb-1", {}, _handle=sandbox))
+        self.host = Host("host-a", "web", {}, sandbox=ListedSandbox("sb-1", {}, _handle=sandbox))
 
     def find_host(self, include_destroyed):
         return self.host, None
@@ -104,7 +107,7 @@ class SnapshotRunWithoutModal(ModalSnapshotModule):
 def test_a_run_without_a_name_takes_its_own_snapshot_when_another_run_took_the_default_name(tmp_path):
     """Another run recorded snapshot-<this second>: this run must not report that one as its own."""
     taken = SnapshotRecord(name=default_snapshot_name(), image_id="im-other", host_id="host-a", host_name="web")
-    catalog = SnapshotCatalog(MemoryFiles({taken.path: taken.to_json()}))
+    catalog = SnapshotCatalog(MemoryStateFiles({taken.path: taken.to_json()}))
     run = SnapshotRunWithoutModal(catalog, str(tmp_path), host="web", wait=False)
     result = run.present()
     assert run.changed is True

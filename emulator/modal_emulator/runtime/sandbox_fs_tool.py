@@ -3,7 +3,7 @@
 
 The SDK implements ``sb.filesystem.read_bytes/write_text/list_files/make_directory/remove/stat/watch``
 by exec'ing ``/__modal/.bin/modal-sandbox-fs-tools '<command json>'`` in the sandbox (Modal ships a
-binary there). The emulator runs this script instead (see :mod:`.fs_tools`), with its own Python on the
+binary there). The emulator runs this script instead (see :mod:`modal_emulator.server.fs_tools`), with its own Python on the
 host, started as ``sandbox_fs_tool.py --chroot /proc/<init>/root '<command json>'``: it imports all it
 needs, then confines itself to the sandbox's root before touching any path. It uses only the standard
 library, and imports nothing once confined (the host's modules are no longer reachable then).
