@@ -43,8 +43,11 @@ trap cleanup EXIT
 ansible-playbook prepare.yml "${extra[@]}"
 
 # The Modal settings; the inventory runs get the token through the templated options instead of the environment.
+# Not traced: the file holds the token.
+{ set +x; } 2>/dev/null
 # shellcheck disable=SC1091
 source "$INVENTORY_TEST_DIR/modal.env"
+set -x
 inventory=(-i "$source_file" -e "@$INVENTORY_TEST_DIR/tokens.yml")
 without_token() {
     env -u MODAL_TOKEN_ID -u MODAL_TOKEN_SECRET "$@"

@@ -6,7 +6,10 @@
 # one, which it removes afterwards; else a fresh app) and MNGR_MODAL_KEY_DIR (under WORK).
 
 modal_env() {
-    local name=$1 work=$2 python=$3 config=../../integration_config.yml
+    local name=$1 work=$2 python=$3 config=../../integration_config.yml tracing=""
+    # The settings include the token: never let `set -x` print them.
+    case $- in *x*) tracing=1 ;; esac
+    { set +x; } 2>/dev/null
     mkdir -p "$work"
     chmod 0700 "$work"
     if [ -f "$config" ]; then
@@ -29,4 +32,6 @@ PY
         MNGR_MODAL_APP="it-$name-$(date +%s%N)"
     fi
     export MNGR_MODAL_APP MNGR_MODAL_KEY_DIR="$work/keys"
+    echo "modal_env: Modal settings loaded for $name (app $MNGR_MODAL_APP); not traced, they hold the token"
+    if [ -n "$tracing" ]; then set -x; fi
 }
