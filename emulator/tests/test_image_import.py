@@ -113,3 +113,19 @@ def test_import_refuses_a_directory_that_is_not_an_oci_layout(tmp_path) -> None:
     result = import_image("emulator-test/bad:1", tmp_path)
     assert result.returncode == 1
     assert "not an OCI image layout" in result.stderr and str(tmp_path) in result.stderr
+
+
+def test_importing_again_makes_a_new_base_and_keeps_the_old_one(tmp_path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, marker in ((first, "one"), (second, "two")):
+        (folder / "etc").mkdir(parents=True)
+        (folder / "etc/marker").write_text(marker)
+    assert import_image("emulator-test/again:1", tar_of(first, tmp_path / "first.tar")).returncode == 0
+    cache = BaseCache(IMPORT_CACHE)
+    old = cache.find("emulator-test/again:1")
+    assert import_image("emulator-test/again:1", tar_of(second, tmp_path / "second.tar")).returncode == 0
+    new = cache.find("emulator-test/again:1")
+    assert new.rootfs != old.rootfs
+    assert (new.rootfs / "etc/marker").read_text() == "two"
+    # Images built on the first import (and sandboxes running on it) keep their root.
+    assert (old.rootfs / "etc/marker").read_text() == "one"

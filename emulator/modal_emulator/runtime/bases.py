@@ -21,6 +21,8 @@ The cache (default ``/var/cache/modal-emulator``, ``--base-cache`` or ``MODAL_EM
 
     bases/<key>/rootfs/      the root filesystem (never written once published)
     bases/<key>/base.json    what it is: reference, recipe or import source, when and how it was built
+    imports/<name>.json      which base an imported reference resolves to now (each import is a new base, so
+                             images built on an earlier import keep theirs)
     locks/<key>.lock         flock held while building: two emulators never build the same base at once
     tmp/                     bases being built, renamed into bases/ only once complete
 """
@@ -154,11 +156,17 @@ class BaseCache:
     def _published(self, key: str) -> Path:
         return self.root / "bases" / key
 
+    def _import_pointer(self, reference: str) -> Path:
+        return self.root / "imports" / f"{_import_key(reference)}.json"
+
     def find(self, reference: str) -> Base | None:
         """The cached base for `reference` (imported first, then a recipe's), or None if not built yet."""
-        imported = self._published(_import_key(reference))
-        if (imported / "rootfs").is_dir():
-            return Base(imported.name, imported / "rootfs", normalize(reference))
+        try:
+            imported_key = json.loads(self._import_pointer(reference).read_text())["key"]
+        except (OSError, ValueError, KeyError, TypeError):
+            imported_key = None
+        if imported_key and (self._published(imported_key) / "rootfs").is_dir():
+            return Base(imported_key, self._published(imported_key) / "rootfs", normalize(reference))
         known = recipe_for(reference)
         if known is not None:
             recipe, version = known
@@ -195,23 +203,24 @@ class BaseCache:
     # -- import ----------------------------------------------------------------------------------
 
     def import_image(self, reference: str, source: Path, log: LogFn = lambda _text: None) -> Base:
-        """Make `reference` resolve to the root in `source` (a rootfs tarball or an OCI layout); replaces
-        an earlier import of the same reference (images already built on it keep their copy)."""
+        """Make `reference` resolve to the root in `source` (a rootfs tarball or an OCI layout).
+
+        Every import is a new base: importing the same reference again changes what new builds get, while
+        images built on an earlier import (and sandboxes running on it) keep their root, which stays cached.
+        """
         source = Path(source).absolute()
         if not source.exists():
             raise BaseBuildError(f"import source {str(source)!r} does not exist")
-        key = _import_key(reference)
-        with self._lock(key):
-            published = self._published(key)
-            if published.exists():
-                # A base in use by a sandbox must not change under it: the old one moves aside, and goes
-                # once nothing is mounted on it.
-                retired = self.root / "tmp" / f"retired-{key}-{time.time_ns()}"
-                retired.parent.mkdir(parents=True, exist_ok=True)
-                published.rename(retired)
-                shutil.rmtree(retired, ignore_errors=True)
+        name = _import_key(reference)
+        with self._lock(name):
+            key = f"{name}-{time.time_ns()}"
             self._publish(key, normalize(reference), lambda root: oci.unpack_source(source, root, log),
                           {"import_source": str(source)})
+            pointer = self._import_pointer(reference)
+            pointer.parent.mkdir(parents=True, exist_ok=True)
+            staged = pointer.with_suffix(".tmp")
+            staged.write_text(json.dumps({"key": key, "reference": normalize(reference)}) + "\n")
+            staged.replace(pointer)
         found = self.find(reference)
         assert found is not None
         return found
