@@ -117,7 +117,8 @@ summary() {
     echo
     echo "==> summary"
     echo "skipped (these need an emulator):"
-    grep -ohE "SKIPPED \(emulator only\): [^\"]*" "$LOG" | sort -u | sed 's/^/  /' || true
+    # What the targets print (not their shell traces, which repeat it).
+    grep -v '^+' "$LOG" | grep -ohE "SKIPPED \(emulator only\): [^\"']*" | sort -u | sed 's/^/  /' || true
     [ "$rc" -eq 0 ] && echo "integration targets: passed" || echo "integration targets: FAILED (log: $LOG)"
     [ "$rc" -eq 0 ] && [ "$cleanup_rc" -eq 0 ]
 }
