@@ -103,9 +103,6 @@ class Base:
     recipe: Recipe | None = None
     python_requested: str | None = None   # the 3.N a python reference asked for
 
-    def describe(self) -> str:
-        return json.dumps({"key": self.key, "reference": self.reference}, sort_keys=True)
-
 
 def normalize(reference: str) -> str:
     """``docker.io/library/debian:bookworm-slim`` -> ``debian:bookworm-slim``; a missing tag is ``latest``."""
