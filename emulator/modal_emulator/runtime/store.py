@@ -71,6 +71,10 @@ class Store:
         _check_id(layer_id)
         return self.root / "layers" / layer_id
 
+    def image_dirs(self, layers: list[str], base: Path) -> list[Path]:
+        """The directories an image is made of, top first: its layers (given bottom -> top), then its base."""
+        return [*(self.layer_path(layer) for layer in reversed(layers)), base]
+
     def has_layer(self, layer_id: str) -> bool:
         return self.layer_path(layer_id).is_dir()
 

@@ -275,20 +275,20 @@ class ImageRegistry:
                 f"{self.state.bases.root} any more: build the image again")
         return path
 
-    def layer_roots(self, row: dict[str, Any]) -> list[pathlib.Path]:
-        """The directories an image is made of, top first: its layers, then its base."""
-        store = self.state.require_store()
-        return [*(store.root / "layers" / layer for layer in reversed(row["layers"])), self.base_root(row)]
-
     async def ensure_mount_layer(self, mount_id: str, image: dict[str, Any]) -> str:
-        """A layer holding a mount's files (``Image.add_local_*`` without copy), built once."""
+        """A layer holding a mount's files (``Image.add_local_*`` without copy), built once per image.
+
+        Per image, because the directories the layer creates on the way to its files take the mode and owner of
+        the image's own (see ``write_files_layer``).
+        """
         store = self.state.require_store()
-        layer_id = f"mount-{mount_id}"
+        layer_id = f"mount-{mount_id}-{image['id']}"
         if not store.has_layer(layer_id):
             files = materialize_mount(self.state, mount_id)
             from modal_emulator.runtime.build import write_files_layer
 
-            await asyncio.to_thread(write_files_layer, store, layer_id, files, self.layer_roots(image))
+            await asyncio.to_thread(write_files_layer, store, layer_id, files,
+                                    store.image_dirs(image["layers"], self.base_root(image)))
         return layer_id
 
     async def wait_all(self) -> None:
@@ -456,7 +456,7 @@ class ImageBuild:
         if not store.has_layer(layer_id):
             from modal_emulator.runtime.build import write_files_layer
 
-            below = [*(store.root / "layers" / layer for layer in reversed(self.layers)), self._base_root()]
+            below = store.image_dirs(self.layers, self._base_root())
             await asyncio.to_thread(write_files_layer, store, layer_id, files, below)
         else:
             self.write(" ---> Using cache\n")
