@@ -252,10 +252,10 @@ class Container:
         return self._track(Process(process, on_exit=self._execs.discard))
 
     async def exec_on_host(self, argv: list[str], env: dict[str, str]) -> Process:
-        """Run a host program (`argv`) for this sandbox, outside its namespaces, with pipes like `exec`.
+        """Run a host program (`argv`) for this sandbox, with pipes like `exec` but from the host's root.
 
-        For tools the emulator provides rather than the image (the SDK's file tool): they look at the
-        sandbox through ``/proc/<init>/root``, so they work whatever the image has.
+        For tools the emulator provides rather than the image (the SDK's file tool): `argv` itself enters what
+        it needs of the sandbox (its PID namespace, ``/proc/<init>/root``), so it works whatever the image has.
         """
         if self.finished:
             raise RuntimeError(f"sandbox {self.spec.sandbox_id} has finished")
