@@ -263,6 +263,10 @@ EXAMPLES = r"""
     ansible_ssh_common_args: "{{ trainer.modal_sandbox.ssh.common_args }}"
     # Keeps the pinned host key enforced even where host_key_checking is off in the Ansible configuration.
     ansible_ssh_host_key_checking: "{{ trainer.modal_sandbox.ssh.host_key_checking }}"
+    # The interpreter the image layer guarantees, so Ansible neither searches for one nor warns.
+    ansible_python_interpreter: /usr/bin/python3
+  # Adding a host to the in-memory inventory is not a change of anything.
+  changed_when: false
 
 - name: Bulk string and flag forms work too
   mngr.modal.modal_sandbox:
