@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ansible_collections.mngr.modal.plugins.module_utils._client import is_not_found
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import SSH_PORT
-from ansible_collections.mngr.modal.plugins.module_utils._tags import TAG_HOST_ID, TAG_SSH_ENDPOINT, parse_endpoint
+from ansible_collections.mngr.modal.plugins.module_utils._tags import TAG_HOST_ID, TAG_HOST_NAME, TAG_SSH_ENDPOINT, parse_endpoint
 
 
 @dataclass
@@ -102,6 +102,19 @@ def sandbox_info_to_raw(info: Any) -> dict[str, Any]:
         "ssh": ssh,
         "gpu": gpu,
     }
+
+
+def running_sandbox_of(session: Any, app_id: str, host_name: str) -> Any:
+    """The handle of the running sandbox of the host called ``host_name``, or None (one list call, by its name tag).
+
+    Newest first, as Modal lists them: after a crash between create and terminate left two, the newest is the one
+    the modules keep.
+    """
+    modal = session.modal
+    client = session.client
+    handles = session.call(lambda: list(modal.Sandbox.list(app_id=app_id, tags={TAG_HOST_NAME: host_name},
+                                                           client=client)))
+    return handles[0] if handles else None
 
 
 def needs_tags(sandbox: dict[str, Any]) -> bool:
