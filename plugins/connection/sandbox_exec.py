@@ -18,7 +18,8 @@ description:
     C(become_user) works with C(su) and C(sudo) where the image has them (C(root) needs no password; a become password
     is not supported).
   - "Speed: every task of a run is served by one local broker process, started by the first task, that keeps one Modal
-    client and one sandbox handle per host for the whole run, and ends with the run (or after O(broker_idle_timeout)).
+    client and one sandbox handle per host for the whole run. Like SSH's C(ControlPersist), it stays O(broker_persist)
+    seconds after the run, so that the next run finds its client open.
     Tasks therefore never import the Modal SDK or open a client themselves."
   - Pipelining is on by default, so a module task is one exec.
 author:
@@ -85,16 +86,17 @@ options:
       - name: MNGR_MODAL_EXEC_TIMEOUT
     vars:
       - name: ansible_modal_exec_timeout
-  broker_idle_timeout:
+  broker_persist:
     description:
-      - Seconds the broker stays without a request before it ends, in case the run that started it did not end
-        (it ends with the run anyway).
+      - Seconds the broker stays after the last run that used it has ended (and it has had no request), so that
+        the next run reuses its Modal client and sandbox handles, as SSH's C(ControlPersist) does for connections.
+      - V(0) ends it with the run. The broker started first for a set of Modal settings decides.
     type: int
-    default: 600
+    default: 60
     env:
-      - name: MNGR_MODAL_BROKER_IDLE_TIMEOUT
+      - name: MNGR_MODAL_BROKER_PERSIST
     vars:
-      - name: ansible_modal_broker_idle_timeout
+      - name: ansible_modal_broker_persist
   pipelining:
     description:
       - Send modules to the interpreter's stdin instead of copying them first: one exec per module task.
@@ -211,7 +213,7 @@ class Connection(ConnectionBase):
                 ("token_id", "token_id"), ("token_secret", "token_secret"), ("environment", "modal_environment"),
                 ("app", "app"))}
             try:
-                self._broker = BrokerClient(settings, self.get_option("broker_idle_timeout"))
+                self._broker = BrokerClient(settings, self.get_option("broker_persist"))
             except PermissionError as exc:
                 raise AnsibleConnectionFailure(str(exc)) from exc
             self._connected = True

@@ -6,8 +6,9 @@
 
 """The broker of the ``sandbox_exec`` connection: one Modal client and one sandbox handle per host, for a whole run.
 
-Started by the first task that needs it (see :mod:`._broker_client`), it serves the run's workers on a Unix socket
-(:mod:`._broker_wire`) and ends when the controller process that started the run ends, or after a spell of idleness.
+Started by the first task that needs it (see :mod:`._broker_client`), it serves the workers on a Unix socket
+(:mod:`._broker_wire`). Like SSH's ControlPersist, it stays while a run that used it goes on, and a set number of
+seconds after the last such run has ended, so that the next run finds its Modal client open.
 Its Modal settings come from its environment, exactly as a module's would; the token never leaves it.
 
 Requests: ``exec`` (a command, its stdin; answers the return code, stdout and stderr), ``put`` and ``fetch`` (a file
@@ -29,8 +30,7 @@ from typing import Any
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, ModalSession, is_not_found, map_error
 from ansible_collections.mngr.modal.plugins.module_utils._live import running_sandbox_of
 from ansible_collections.mngr.modal.plugins.plugin_utils._broker_wire import (
-    ENV_CONTROLLER_PID,
-    ENV_IDLE_TIMEOUT,
+    ENV_PERSIST,
     ENV_SOCKET,
     WireError,
     recv_message,
@@ -210,9 +210,13 @@ class Broker:
     def __init__(self, handles: SandboxHandles) -> None:
         self.handles = handles
         self.last_request = time.monotonic()
+        # The controller processes (ansible-playbook...) whose workers sent requests: the broker outlives none of them.
+        self.controllers: set[int] = set()
 
     def answer(self, header: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
         self.last_request = time.monotonic()
+        if isinstance(header.get("controller"), int):
+            self.controllers.add(header["controller"])
         target = header.get("target") or {}
         op = header.get("op")
         try:
@@ -287,40 +291,56 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def watch(server: _Server, controller_pid: int, idle_timeout: float) -> None:
-    """Stop serving once the controller run has ended, or after ``idle_timeout`` seconds without a request."""
+def watch(server: _Server, persist: float) -> None:
+    """Stop serving ``persist`` seconds after the last request, once no run that used the broker goes on."""
+    broker = server.broker
     while True:
-        time.sleep(0.5)
-        if not process_alive(controller_pid):
-            break
-        if not server.busy and time.monotonic() - server.broker.last_request > idle_timeout:
+        time.sleep(0.2)
+        broker.controllers = {pid for pid in broker.controllers if process_alive(pid)}
+        if broker.controllers or server.busy:
+            continue
+        if time.monotonic() - broker.last_request >= persist:
             break
     server.shutdown()
 
 
 def main() -> None:
     path = os.environ[ENV_SOCKET]
-    controller_pid = int(os.environ[ENV_CONTROLLER_PID])
-    idle_timeout = float(os.environ.get(ENV_IDLE_TIMEOUT) or 600)
+    persist = float(os.environ.get(ENV_PERSIST) or 0)
     session = ModalSession(token_id=os.environ.get("MODAL_TOKEN_ID"), token_secret=os.environ.get("MODAL_TOKEN_SECRET"),
                            environment=os.environ.get("MODAL_ENVIRONMENT"), app=os.environ.get("MNGR_MODAL_APP"))
     # Variables that carried settings to this process are not passed on to anything it starts.
-    for name in (ENV_SOCKET, ENV_CONTROLLER_PID, ENV_IDLE_TIMEOUT):
+    for name in (ENV_SOCKET, ENV_PERSIST):
         os.environ.pop(name, None)
     server = _Server(path, Broker(SandboxHandles(session)))
     os.chmod(path, 0o600)
-    watcher = threading.Thread(target=watch, args=(server, controller_pid, idle_timeout), daemon=True)
+    listening = os.stat(path)
+    watcher = threading.Thread(target=watch, args=(server, persist), daemon=True)
     watcher.start()
     # Connect to Modal while the first request is on its way (the SDK import is most of a second).
     threading.Thread(target=_warm_up, args=(server.broker.handles,), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
+        server.server_close()
+        _unlink_if_ours(path, listening)
+        session.close()
+    # Ended as planned: its log and lock file are of no further use (a failed start keeps its log for the worker).
+    base = path[:-len(".sock")]
+    for leftover in (f"{base}.log", f"{base}.lock"):
         try:
-            os.unlink(path)
+            os.unlink(leftover)
         except OSError:
             pass
-        session.close()
+
+
+def _unlink_if_ours(path: str, listening: os.stat_result) -> None:
+    """Remove the socket file, unless a newer broker has replaced it already."""
+    try:
+        if os.stat(path).st_ino == listening.st_ino:
+            os.unlink(path)
+    except OSError:
+        pass
 
 
 def _warm_up(handles: SandboxHandles) -> None:

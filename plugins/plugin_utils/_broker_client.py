@@ -23,8 +23,7 @@ import time
 from typing import Any
 
 from ansible_collections.mngr.modal.plugins.plugin_utils._broker_wire import (
-    ENV_CONTROLLER_PID,
-    ENV_IDLE_TIMEOUT,
+    ENV_PERSIST,
     ENV_SOCKET,
     WireError,
     broker_folder,
@@ -57,16 +56,18 @@ class BrokerClient:
     a new broker in its environment, the way the modules read them, and select which broker serves this worker.
     """
 
-    def __init__(self, settings: dict[str, str | None], idle_timeout: int, controller_pid: int | None = None) -> None:
+    def __init__(self, settings: dict[str, str | None], persist: int, controller_pid: int | None = None) -> None:
         self.settings = settings
-        self.idle_timeout = idle_timeout
-        # Each task runs in a worker forked from the controller process: the broker lives as long as that process.
+        self.persist = persist
+        # Each task runs in a worker forked from the controller process (ansible-playbook): the broker stays while
+        # that process lives, and ``persist`` seconds after the last such process has ended.
         self.controller_pid = controller_pid or os.getppid()
         self.folder = broker_folder()
-        self.key = broker_key(self.controller_pid, settings, dict(os.environ))
+        self.key = broker_key(settings, dict(os.environ))
         self.socket_path = socket_path(self.folder, self.key)
 
     def request(self, header: dict[str, Any], payload: bytes = b"") -> tuple[dict[str, Any], bytes]:
+        header = dict(header, controller=self.controller_pid)
         sock = self._connect()
         try:
             send_message(sock, header, payload)
@@ -119,8 +120,7 @@ class BrokerClient:
                                ("environment", "MODAL_ENVIRONMENT"), ("app", "MNGR_MODAL_APP")):
             if self.settings.get(name):
                 env[variable] = str(self.settings[name])
-        env.update({ENV_SOCKET: self.socket_path, ENV_CONTROLLER_PID: str(self.controller_pid),
-                    ENV_IDLE_TIMEOUT: str(self.idle_timeout)})
+        env.update({ENV_SOCKET: self.socket_path, ENV_PERSIST: str(self.persist)})
         # Its own session, so a Ctrl-C in the terminal reaches the controller (which then ends the broker) only.
         with open(log_path(self.folder, self.key), "wb") as log:
             return subprocess.Popen(  # pylint: disable=consider-using-with

@@ -36,8 +36,7 @@ MODAL_SETTING_PREFIXES = ("MODAL_",)
 
 # What the connection passes a new broker, besides the Modal settings, in its environment.
 ENV_SOCKET = "MNGR_MODAL_BROKER_SOCKET"
-ENV_CONTROLLER_PID = "MNGR_MODAL_BROKER_CONTROLLER_PID"
-ENV_IDLE_TIMEOUT = "MNGR_MODAL_BROKER_IDLE_TIMEOUT"
+ENV_PERSIST = "MNGR_MODAL_BROKER_PERSIST"
 
 
 class WireError(Exception):
@@ -87,13 +86,13 @@ def broker_folder() -> str:
     return folder
 
 
-def broker_key(controller_pid: int, settings: dict[str, str | None], environ: dict[str, str]) -> str:
-    """Which broker serves a worker: one per controller run and per Modal settings (credentials, app...).
+def broker_key(settings: dict[str, str | None], environ: dict[str, str]) -> str:
+    """Which broker serves a worker: one per user and Modal settings (credentials, app, server...).
 
     Only a digest is kept, so the token never appears in a file name.
     """
     modal_env = {name: value for name, value in environ.items() if name.startswith(MODAL_SETTING_PREFIXES)}
-    material = json.dumps([controller_pid, settings, modal_env], sort_keys=True)
+    material = json.dumps([settings, modal_env], sort_keys=True)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
 
 
