@@ -28,9 +28,8 @@ options:
   host:
     description:
       - Name of the host (as given to M(mngr.modal.modal_sandbox) O(mngr.modal.modal_sandbox#module:name)) whose running
-        sandbox runs the tasks.
+        sandbox runs the tasks. Defaults to the inventory host name.
     type: str
-    default: inventory_hostname
     vars:
       - name: inventory_hostname
       - name: ansible_modal_host

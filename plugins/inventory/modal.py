@@ -22,13 +22,18 @@ description:
     running host an Ansible host reachable over SSH, with its key and its pinned host key.
   - The inventory source is a YAML file whose name ends in C(modal.yml) or C(modal.yaml)
     (for example C(hosts.modal.yml)) and that contains O(plugin=mngr.modal.modal).
-  - Every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_python_interpreter)
+  - With O(connection=ssh) (the default), every host gets C(ansible_host), C(ansible_port), C(ansible_user), C(ansible_python_interpreter)
     (O(python_interpreter)), C(ansible_ssh_private_key_file), C(ansible_ssh_common_args) (strict host key checking
     against the host's pinned C(known_hosts) file) and
     C(ansible_ssh_host_key_checking=true) (so that C(host_key_checking=false) in C(ansible.cfg) cannot turn it off), plus facts
     prefixed with O(hostvars_prefix) - C(host_id), C(name), C(state), C(ended), C(sandbox_id), C(app), C(tags), C(spec),
     C(gpu), C(created_at), C(started_at). C(state) is C(running), C(stopped), or C(ended) for a host whose sandbox
     ended by itself (timeout, idle timeout, crash); C(ended) then holds C(reason), C(ended_at) and C(sandbox_id).
+  - With O(connection=sandbox_exec), and for every host created with C(ssh=false) whatever O(connection) says, a
+    host gets C(ansible_connection=mngr.modal.sandbox_exec), C(ansible_modal_host) (its name), C(ansible_modal_app),
+    C(ansible_modal_environment) (when O(environment) is set) and C(ansible_python_interpreter) instead, and is
+    reached through Modal's exec API (see the M(mngr.modal.sandbox_exec) connection). A host without SSH is known
+    as such from its record (O(host_records)).
   - Default groups are C(modal) (every running host), C(modal_app_<app>) (per app), C(modal_gpu_<type>) (per GPU
     type, for example C(modal_gpu_h100)) and, with O(include_stopped), C(modal_stopped).
   - A host whose SSH keys are not in O(key_dir) on this machine is still listed, with a warning, but without
@@ -114,6 +119,14 @@ options:
       - Turn off to list large fleets faster; running hosts are then known from their sandbox's tags alone.
     type: bool
     default: true
+  connection:
+    description:
+      - How Ansible reaches the running hosts. V(ssh) through each host's pinned SSH tunnel; V(sandbox_exec) through
+        Modal's exec API with the C(mngr.modal.sandbox_exec) connection (no SSH keys needed on this machine).
+      - Hosts created with C(ssh=false) always get V(sandbox_exec).
+    type: str
+    choices: [ssh, sandbox_exec]
+    default: ssh
   ssh_user:
     description: User Ansible logs in as (C(ansible_user)).
     type: str
@@ -447,8 +460,17 @@ def gpu_type(gpu: str | None) -> str | None:
     return str(gpu).split(":", 1)[0] or None
 
 
+def exec_connection_vars(app: str, name: str, environment: str | None) -> dict[str, t.Any]:
+    """The variables of a host reached through the mngr.modal.sandbox_exec connection (by name, within its app)."""
+    variables = {"ansible_connection": "mngr.modal.sandbox_exec", "ansible_modal_host": name, "ansible_modal_app": app}
+    if environment:
+        variables["ansible_modal_environment"] = environment
+    return variables
+
+
 def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: str, ssh_user: str,
-               ended: dict[str, t.Any] | None = None) -> InventoryHost:
+               ended: dict[str, t.Any] | None = None, connection_kind: str = "ssh",
+               environment: str | None = None) -> InventoryHost:
     """Facts and connection variables of one host, from its merged record and sandbox data."""
     record = host.record
     spec = dict(record.spec) if record is not None and isinstance(record.spec, dict) else {}
@@ -470,7 +492,11 @@ def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: 
     connection: dict[str, t.Any] = {}
     endpoint = host.ssh_endpoint or (tuple(sandbox["ssh"]) if sandbox and sandbox.get("ssh") else None)
     key_found = True
-    if host.sandbox is not None:
+    # Through Modal's exec API, nothing of SSH (endpoint, keys) is needed.
+    by_exec = host.sandbox is not None and (connection_kind == "sandbox_exec" or spec.get("ssh") is False)
+    if by_exec:
+        connection = exec_connection_vars(app, host.name, environment)
+    elif host.sandbox is not None:
         keys = KeyStore(key_dir, app)
         folder = keys.find(host.host_id, host.name)
         key_found = folder is not None
@@ -478,12 +504,12 @@ def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: 
         connection = ansible_connection_vars(connection_vars(folder, endpoint, ssh_user, with_key=key_found))
     return InventoryHost(
         name=host.name, running=host.sandbox is not None, app=app, facts=facts, connection=connection,
-        endpoint_known=bool(endpoint) or host.sandbox is None, key_found=key_found,
+        endpoint_known=bool(endpoint) or host.sandbox is None or by_exec, key_found=key_found,
     )
 
 
 def select_hosts(raw: dict[str, t.Any], filters: dict[str, str], include_stopped: bool, key_dir: str,
-                 ssh_user: str) -> list[InventoryHost]:
+                 ssh_user: str, connection_kind: str = "ssh", environment: str | None = None) -> list[InventoryHost]:
     """Every host to list, app by app, in a stable order (name, then host id)."""
     selected = []
     for app_data in raw["apps"]:
@@ -493,7 +519,8 @@ def select_hosts(raw: dict[str, t.Any], filters: dict[str, str], include_stopped
             if filters and not filter_hosts([host], tags=filters):
                 continue
             ended = (app_data.get("ended") or {}).get(host.host_id)
-            selected.append(build_host(app_data["app"], host, sandbox, key_dir, ssh_user, ended))
+            selected.append(build_host(app_data["app"], host, sandbox, key_dir, ssh_user, ended, connection_kind,
+                                       environment))
     return selected
 
 
@@ -628,13 +655,15 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         strict = self.get_option("strict")
         hosts = select_hosts(
             raw, self._filters(), bool(self.get_option("include_stopped")) and self._read_records(),
-            self._key_dir(), self.get_option("ssh_user"),
+            self._key_dir(), self.get_option("ssh_user"), self.get_option("connection"),
+            self.get_option("environment") or None,
         )
         no_key, no_endpoint, renamed = [], [], []
         taken: set[str] = set()
         for host in hosts:
             facts = {prefix + key: wrap_var(value) for key, value in host.facts.items()}
-            connection = {key: wrap_var(value) if isinstance(value, str) and key == "ansible_host" else value
+            connection = {key: wrap_var(value) if isinstance(value, str) and key in ("ansible_host", "ansible_modal_host")
+                          else value
                           for key, value in host.connection.items()}
             if host.running:
                 connection["ansible_python_interpreter"] = self.get_option("python_interpreter")

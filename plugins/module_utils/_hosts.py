@@ -206,10 +206,13 @@ def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str,
                 environment: str | None = None) -> dict[str, Any]:
     """The shape both modules return for one host (``modal_sandbox`` and each ``modal_sandbox_info`` item).
 
-    The key paths are those of the host's key folder when this controller has it, else where it would be.
+    The key paths are those of the host's key folder when this controller has it, else where it would be (none for a
+    host without SSH).
     """
+    # A host created with ssh=false has no keys, tunnel or sshd: Ansible reaches it through Modal's exec API.
+    with_ssh = (spec or {}).get("ssh") is not False
     folder = None
-    if host_id:
+    if host_id and with_ssh:
         keys = KeyStore(key_dir, app, environment)
         folder = keys.find(host_id, name) or keys.folder_for(host_id, name)
     ssh = connection_vars(folder, endpoint)
@@ -221,5 +224,6 @@ def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str,
         "sandbox_id": sandbox_id,
         "tags": dict(user_tags),
         "spec": spec,
+        "connection": "ssh" if with_ssh else "sandbox_exec",
         "ssh": ssh,
     }

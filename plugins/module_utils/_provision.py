@@ -28,6 +28,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._keys import CLIENT_KEY
 from ansible_collections.mngr.modal.plugins.module_utils._live import ssh_tunnel_endpoint
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import SnapshotRecord
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+    INSTALL_EXEC_HOST_PACKAGES_COMMAND,
     INSTALL_HOST_PACKAGES_COMMAND,
     SSH_PORT,
     SshNotReady,
@@ -167,6 +168,12 @@ def seconds_since(started: float, minus: float = 0.0) -> float:
 # --- the steps ------------------------------------------------------------------------------------------
 
 
+def ssh_enabled(spec: dict[str, Any]) -> bool:
+    """Whether a host gets sshd, keys and a tunnel; a spec says ``ssh: false`` only for a host without them."""
+    return spec.get("ssh") is not False
+
+
+
 def snapshot_image(session: Any, app: Any, record: SnapshotRecord) -> Any:
     """The snapshot's image, looked up now so that a vanished image fails before anything is created."""
     modal = session.modal
@@ -194,7 +201,7 @@ def build_image(session: Any, app: Any, spec: dict[str, Any], dockerfile_plan: D
         reference = spec["image"]
     # The same layer definition for every host, so Modal's image cache builds it once per image: the second
     # host from an image builds nothing.
-    image = image.run_commands(INSTALL_HOST_PACKAGES_COMMAND)
+    image = image.run_commands(INSTALL_HOST_PACKAGES_COMMAND if ssh_enabled(spec) else INSTALL_EXEC_HOST_PACKAGES_COMMAND)
     log: collections.deque[str] = collections.deque(maxlen=200)
     try:
         with captured_build_log(log):
@@ -214,7 +221,8 @@ def create_sandbox(session: Any, app: Any, image: Any, spec: dict[str, Any], hos
         "timeout": spec["timeout"],
         "cpu": spec["cpu"],
         "memory": memory_mib(spec),
-        "unencrypted_ports": [SSH_PORT],
+        # A host without SSH has no open port at all: only Modal's exec API reaches it.
+        "unencrypted_ports": [SSH_PORT] if ssh_enabled(spec) else [],
         "tags": encode_sandbox_tags(host_id, name, user_tags),
         "client": session.client,
     }

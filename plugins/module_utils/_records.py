@@ -74,11 +74,11 @@ class HostRecord:
 
     # --- transitions ---------------------------------------------------------------------------------
 
-    def mark_running(self, sandbox_id: str, endpoint: tuple[str, int]) -> None:
-        """The host runs in ``sandbox_id``, reachable over SSH at ``endpoint``."""
+    def mark_running(self, sandbox_id: str, endpoint: tuple[str, int] | None) -> None:
+        """The host runs in ``sandbox_id``, reachable over SSH at ``endpoint`` (None: a host without SSH)."""
         self.status = STATUS_RUNNING
         self.sandbox_id = sandbox_id
-        self.ssh_host, self.ssh_port = endpoint
+        self.ssh_host, self.ssh_port = endpoint if endpoint else (None, None)
         self.failure = None
 
     def follow_tunnel(self, endpoint: tuple[str, int]) -> None:

@@ -45,9 +45,10 @@ SSHD_PATH = "/usr/sbin/sshd"
 # the same for apt-get, apk and dnf. The layer's definition never changes, so the image cache builds it once per
 # image, and nothing is left running (a build step's processes end with it).
 HOST_PACKAGES = ("openssh-server", "python3", "ca-certificates")
+_CHECK_SSHD = '[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"; '
 INSTALL_HOST_PACKAGES_COMMAND = (
     'missing=""; '
-    '[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"; '
+    + _CHECK_SSHD +
     '[ -x /usr/bin/python3 ] || missing="$missing python3"; '
     '[ -s /etc/ssl/certs/ca-certificates.crt ] || [ -s /etc/pki/tls/certs/ca-bundle.crt ] '
     '|| missing="$missing ca-certificates"; '
@@ -60,6 +61,11 @@ INSTALL_HOST_PACKAGES_COMMAND = (
     'else echo "mngr.modal: the image lacks$missing and has no apt-get, apk or dnf to install them" >&2; exit 1; fi'
 )
 # The command also runs at the start of the bootstrap exec (a no-op on an image built with it): it must not exit 0.
+
+# A host without SSH (ssh=false) is reached through Modal's exec API only: the same layer without sshd. Ansible's
+# modules still need python3 there (only the raw module works without it).
+EXEC_HOST_PACKAGES = ("python3", "ca-certificates")
+INSTALL_EXEC_HOST_PACKAGES_COMMAND = INSTALL_HOST_PACKAGES_COMMAND.replace(_CHECK_SSHD, "", 1)
 
 BOOTSTRAP_SCRIPT = """set -eu
 {install}

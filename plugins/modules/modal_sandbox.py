@@ -202,6 +202,17 @@ options:
       - Cannot be combined with O(image), O(dockerfile), O(context_dir) or O(docker_build_args), because a host
         started from a snapshot runs the snapshot's image.
     type: str
+  ssh:
+    description:
+      - Whether the host gets C(sshd), SSH keys and a tunnel. Default V(true) for a new host.
+      - With V(false), none of them exist; the host is reachable only through the M(mngr.modal.sandbox_exec)
+        connection (Modal's exec API), whatever its network policy, and no key folder is kept under O(key_dir). Its
+        image layer installs only C(python3) and C(ca-certificates) when the image lacks them, so Ansible's modules
+        run on it (the C(raw) module needs neither).
+      - Recorded with the host, so a stopped host starts again the same way. A running host keeps what it was created
+        with (a different value is reported like any other spec difference).
+      - Cannot be combined with O(ssh_public_key).
+    type: bool
   ssh_public_key:
     description:
       - An extra public key (one C(authorized_keys) line) allowed to log in as C(root), in addition to the key
@@ -405,8 +416,14 @@ modal_sandbox:
       returned: when this run created a sandbox for the host (a new host, or a start), outside check mode
       type: dict
       sample: {build: 0.41, start: 2.87, ssh_wait: 0.52}
+    connection:
+      description:
+        - How Ansible reaches the host. V(ssh) through its SSH tunnel (RV(modal_sandbox.ssh)); V(sandbox_exec) for a
+          host created with O(ssh=false), through the C(mngr.modal.sandbox_exec) connection only.
+      type: str
+      sample: ssh
     ssh:
-      description: How to reach the host.
+      description: How to reach the host over SSH (every value but C(user) is V(null) for a host without SSH).
       type: dict
       contains:
         host:
@@ -481,6 +498,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._keys import (
 from ansible_collections.mngr.modal.plugins.module_utils._live import ended_details
 from ansible_collections.mngr.modal.plugins.module_utils._provision import (
     seconds_since,
+    ssh_enabled,
     CreateFailure,
     bootstrap,
     build_image,
@@ -565,6 +583,7 @@ class ModalSandboxModule(ModalModule):
         "purge_tags": {"type": "bool", "default": False},
         "new_name": {"type": "str"},
         "snapshot": {"type": "str"},
+        "ssh": {"type": "bool"},
         "ssh_public_key": {"type": "str", "no_log": False},
         "wait": {"type": "bool", "default": True},
         "wait_timeout": {"type": "int", "default": 300},
@@ -612,6 +631,13 @@ class ModalSandboxModule(ModalModule):
         from_options = {key: params[key] for key in SPEC_OPTIONS}
         self.spec = resolve_spec(from_build_args, from_options)
         self.given_spec_keys = sorted(set(from_build_args) | {k for k, v in from_options.items() if v is not None})
+        if params["ssh"] is not None:
+            # Recorded with the spec, so a stopped host starts again the way it was created.
+            self.spec["ssh"] = params["ssh"]
+            self.given_spec_keys = sorted(set(self.given_spec_keys) | {"ssh"})
+            if not params["ssh"] and params["ssh_public_key"] is not None:
+                raise HostError("ssh_public_key cannot be used with ssh=false: a host without SSH has no "
+                                "authorized_keys. Give one or the other.")
         image_keys = [key for key in IMAGE_SPEC_KEYS if key in self.given_spec_keys]
         if params["snapshot"] is not None and image_keys:
             raise BuildArgError(
@@ -799,9 +825,9 @@ class ModalSandboxModule(ModalModule):
             )
         else:
             differences = {
-                key: {"current": recorded_spec.get(key), "requested": self.spec.get(key)}
+                key: {"current": _spec_value(recorded_spec, key), "requested": _spec_value(self.spec, key)}
                 for key in self.given_spec_keys
-                if _normalized(recorded_spec.get(key)) != _normalized(self.spec.get(key))
+                if _normalized(_spec_value(recorded_spec, key)) != _normalized(_spec_value(self.spec, key))
             }
             if differences:
                 listed = ", ".join(f"{k}: {v['current']!r} -> {v['requested']!r}" for k, v in differences.items())
@@ -867,6 +893,8 @@ class ModalSandboxModule(ModalModule):
 
     def _finish_existing(self, host: Host, folder: KeyFolder | None) -> dict[str, Any]:
         """Fill in the SSH endpoint, check SSH answers (wait=true), and build the result."""
+        if host.record is not None and not ssh_enabled(host.record.spec):
+            return self.result_for(host, host.name)  # reached through Modal's exec API: nothing of SSH to check
         if host.ssh_endpoint is None and host.sandbox is not None:
             host.ssh_endpoint = tunnel_endpoint(self.session, host.sandbox.handle, 30)
         if folder is None:
@@ -1052,7 +1080,10 @@ class ModalSandboxModule(ModalModule):
             )
         folder = self.keys.find(host.host_id, host.name, (record.previous_name if record else None,),
                                 migrate=not self.check_mode)
-        if folder is None:
+        if folder is None and not ssh_enabled(record.spec):
+            # No keys to keep: the folder is only this controller's lock while the host starts (see _launch).
+            folder = self.keys.folder_for(host.host_id, host.name)
+        elif folder is None:
             raise HostError(
                 f"the SSH keys of host {host.name} (host_id {host.host_id}) are not in {self.session.key_dir}: "
                 "start it from the controller that created it, or copy its key folder here (a host keeps its keys "
@@ -1135,7 +1166,7 @@ class ModalSandboxModule(ModalModule):
         folder.name = name
         holder = None
         try:
-            with folder.locked(LOCK_TIMEOUT_SECONDS, create=existing is None):
+            with folder.locked(LOCK_TIMEOUT_SECONDS, create=existing is None or not ssh_enabled(spec)):
                 if existing is None:
                     holder = self.reservations().reserve(name, host_id, self._evidence)
                     if holder.host_id != host_id:
@@ -1150,27 +1181,36 @@ class ModalSandboxModule(ModalModule):
                 image: Any, spec: dict[str, Any], user_tags: dict[str, str]) -> dict[str, Any]:
         """Keys, record, sandbox, bootstrap: the part of a create that runs holding the host's name and key folder."""
         params = self.params
-        folder.ensure(host_id)
+        with_ssh = ssh_enabled(spec)
+        if with_ssh:
+            folder.ensure(host_id)
+        host_public_key = folder.read_public(HOST_KEY) if with_ssh else ""
         extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
         if existing is not None and existing.record is not None:
             record = existing.record
-            record.prepare_new_sandbox(user_tags, spec, folder.read_public(HOST_KEY), extra_keys)
+            record.prepare_new_sandbox(user_tags, spec, host_public_key, extra_keys)
             extra_keys = record.authorized_keys
         else:
             record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
-                                ssh_host_public_key=folder.read_public(HOST_KEY), status=STATUS_RUNNING,
+                                ssh_host_public_key=host_public_key, status=STATUS_RUNNING,
                                 authorized_keys=extra_keys)
         sandbox = None
         try:
             start_started = time.monotonic()
             sandbox = create_sandbox(self.session, self.directory.app, image, spec, host_id, name, user_tags)
-            endpoint = bootstrap(self.session, sandbox, folder, spec, extra_keys, params["wait"], params["wait_timeout"],
-                                 self.timings)
+            endpoint = None
+            self.timings["ssh_wait"] = 0.0
+            if with_ssh:
+                endpoint = bootstrap(self.session, sandbox, folder, spec, extra_keys, params["wait"],
+                                     params["wait_timeout"], self.timings)
             self._time("start", start_started, minus=self.timings["ssh_wait"])
-            self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags, format_endpoint(*endpoint)))
+            self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags,
+                                                                    format_endpoint(*endpoint) if endpoint else None))
             record.mark_running(sandbox.object_id, endpoint)
             self.directory.store.put(record)
             self._sweep_duplicates(host_id, sandbox.object_id)
+            if not with_ssh:
+                folder.remove(host_id)  # held as a lock only: a host without SSH keeps nothing on the controller
         except (CreateFailure, ModalError, OSError) as exc:
             self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=existing is not None)
             if isinstance(exc, CreateFailure):
@@ -1277,6 +1317,13 @@ def _build_args_value(value: Any) -> Any:
     if value is None or isinstance(value, (str, list)):
         return value
     raise BuildArgError(f"build_args must be a string or a list of strings, got {type(value).__name__} {value!r}")
+
+
+def _spec_value(spec: dict[str, Any], key: str) -> Any:
+    """A spec's value for ``key``; ``ssh`` is only recorded when given, and means true when it is not."""
+    if key == "ssh":
+        return ssh_enabled(spec)
+    return spec.get(key)
 
 
 def _normalized(value: Any) -> str:

@@ -107,8 +107,14 @@ modal_sandbox_info:
       description: Build spec from the host's record (empty when the host has no record).
       type: dict
       sample: {cpu: 2.0, memory: 8.0}
+    connection:
+      description:
+        - How Ansible reaches the host. V(ssh) through its SSH tunnel; V(sandbox_exec) for a host created with
+          C(ssh=false), through the C(mngr.modal.sandbox_exec) connection only.
+      type: str
+      sample: ssh
     ssh:
-      description: How to reach the host (host and port are V(null) for a stopped host).
+      description: How to reach the host (host and port are V(null) for a stopped host, and every value but C(user) for a host without SSH).
       type: dict
       contains:
         host:
