@@ -14,7 +14,7 @@ description:
     only this way.
   - The target is a host of the collection, by name (the inventory host name, or O(host)) within O(app), or any
     running sandbox by O(sandbox_id).
-  - Commands run as C(root), the user of Modal's exec. O(remote_user) (C(ansible_user)) is not used. C(become) with
+  - Commands run as C(root), the user of Modal's exec. C(remote_user) (C(ansible_user)) is not used. C(become) with
     C(become_user) works with C(su) and C(sudo) where the image has them (C(root) needs no password; a become password
     is not supported).
   - "Speed: every task of a run is served by one local broker process, started by the first task, that keeps one Modal
@@ -23,7 +23,7 @@ description:
     Tasks therefore never import the Modal SDK or open a client themselves."
   - Pipelining is on by default, so a module task is one exec.
 author:
-  - mngr.modal authors
+  - The mngr.modal authors (@mngr-modal)
 options:
   host:
     description:
@@ -98,7 +98,7 @@ options:
       - name: ansible_modal_broker_persist
   pipelining:
     description:
-      - Send modules to the interpreter's stdin instead of copying them first: one exec per module task.
+      - Send modules to the interpreter's stdin instead of copying them first, so that a module task is one exec.
       - On by default, unlike Ansible's other connections, because stdin reaches the command byte for byte and
         C(sudo)'s C(requiretty) cannot apply (Modal's exec has no terminal).
     type: bool
@@ -117,8 +117,8 @@ notes:
     unreachable, with a message that names it and says how to start it. A host started again during a run (a new
     sandbox under the same name) is found again.
   - Modal's exec gives a command no terminal. Modules that need one are not supported.
-  - "Relative remote paths of O(ansible.builtin.fetch) and file transfers are relative to C(/root), the home of
-    C(root), as with SSH."
+  - Relative remote paths of file transfers (M(ansible.builtin.fetch) for example) start at C(/root), the home of
+    C(root), as with SSH.
 requirements:
   - modal >= 1.6.4, < 2
 seealso:
@@ -219,7 +219,8 @@ class Connection(ConnectionBase):
         return self
 
     def _ask(self, header: dict[str, t.Any], payload: bytes = b"") -> tuple[dict[str, t.Any], bytes]:
-        assert self._broker is not None
+        if self._broker is None:
+            self._connect()
         header["target"] = self._target()
         try:
             reply, data = self._broker.request(header, payload)

@@ -173,7 +173,6 @@ def ssh_enabled(spec: dict[str, Any]) -> bool:
     return spec.get("ssh") is not False
 
 
-
 def snapshot_image(session: Any, app: Any, record: SnapshotRecord) -> Any:
     """The snapshot's image, looked up now so that a vanished image fails before anything is created."""
     modal = session.modal

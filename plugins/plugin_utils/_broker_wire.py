@@ -72,9 +72,10 @@ def recv_message(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
     return header, payload
 
 
-def broker_folder() -> str:
-    """The folder of this user's broker sockets: created with mode 0700, refused if another user owns it."""
-    folder = os.path.join(tempfile.gettempdir(), f"mngr-modal-{os.getuid()}")
+def broker_folder(base: str | None = None) -> str:
+    """The folder of this user's broker sockets (under ``base``, else the temporary folder): created with mode
+    0700, refused if another user owns it or others may enter it."""
+    folder = os.path.join(base or tempfile.gettempdir(), f"mngr-modal-{os.getuid()}")
     try:
         os.mkdir(folder, 0o700)
     except FileExistsError:

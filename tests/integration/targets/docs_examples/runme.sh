@@ -10,4 +10,6 @@ config=../../integration_config.yml
 work="${OUTPUT_DIR:-$(mktemp -d)}/docs_examples"
 python="${ANSIBLE_TEST_PYTHON_INTERPRETER:-python3}"
 
+# A sandbox_exec example ends its broker with its run: nothing is left running after the test.
+export MNGR_MODAL_BROKER_PERSIST=0
 "$python" run_examples.py --config "$config" --work "$work"

@@ -47,6 +47,7 @@ DEFAULT_OPTIONS: dict[str, t.Any] = {
     "include_stopped": False,
     "host_records": True,
     "ssh_user": "root",
+    "connection": "ssh",
     "python_interpreter": "/usr/bin/python3",
     "max_concurrent_calls": 4,
     "compose": {},
@@ -685,3 +686,40 @@ def test_compose_overrides_the_python_interpreter(tmp_path):
     web1 = hostvars(populate(make_plugin(tmp_path, compose={"ansible_python_interpreter": "'/usr/local/bin/python3'"})),
                     "web1")
     assert web1["ansible_python_interpreter"] == "/usr/local/bin/python3"
+
+
+# --- connection: ssh or sandbox_exec ----------------------------------------------------------------------------
+
+EXEC_FLEET = raw_data((
+    "shop",
+    [sandbox("sb-1", "host-1", "web1", "127.0.0.1:2201"), sandbox("sb-2", "host-2", "quiet", None)],
+    [record("host-2", "quiet", sandbox_id="sb-2", spec={"ssh": False, "cpu": 1.0})],
+))
+
+
+def test_a_host_without_ssh_is_reached_through_sandbox_exec_even_with_connection_ssh(tmp_path):
+    make_keys(tmp_path, "web1", "host-1")
+    inventory = populate(make_plugin(tmp_path, fetch=lambda: EXEC_FLEET))
+    quiet = hostvars(inventory, "quiet")
+    assert quiet["ansible_connection"] == "mngr.modal.sandbox_exec"
+    assert quiet["ansible_modal_host"] == "quiet"
+    assert quiet["ansible_modal_app"] == "shop"
+    assert "ansible_host" not in quiet and "ansible_ssh_private_key_file" not in quiet
+    assert quiet["ansible_python_interpreter"] == "/usr/bin/python3"
+    web1 = hostvars(inventory, "web1")
+    assert "ansible_connection" not in web1
+    assert web1["ansible_port"] == 2201
+
+
+def test_connection_sandbox_exec_needs_no_keys_and_no_endpoint(tmp_path):
+    warnings: list[str] = []
+    plugin = make_plugin(tmp_path, fetch=lambda: EXEC_FLEET, connection="sandbox_exec", environment="prod")
+    plugin._warn = warnings.append  # type: ignore[method-assign]
+    inventory = populate(plugin)
+    for name in ("web1", "quiet"):
+        variables = hostvars(inventory, name)
+        assert variables["ansible_connection"] == "mngr.modal.sandbox_exec"
+        assert variables["ansible_modal_host"] == name
+        assert variables["ansible_modal_environment"] == "prod"
+        assert "ansible_host" not in variables
+    assert warnings == []
