@@ -1166,7 +1166,8 @@ class ModalSandboxModule(ModalModule):
         folder.name = name
         holder = None
         try:
-            with folder.locked(LOCK_TIMEOUT_SECONDS, create=existing is None or not ssh_enabled(spec)):
+            # A host without SSH has no folder: it is made for the lock (and for the keys, when it gains SSH).
+            with folder.locked(LOCK_TIMEOUT_SECONDS, create=existing is None or not folder.exists()):
                 if existing is None:
                     holder = self.reservations().reserve(name, host_id, self._evidence)
                     if holder.host_id != host_id:

@@ -242,3 +242,48 @@ def test_sandbox_ending_during_setup_says_what_happened_to_the_host():
         assert "sandbox of host web ended while SSH was being set up" in message and "Task ta-1 has finished" in message
     assert "not created" in new and "record is marked failed" in new
     assert "keeps its record and keys" in restarted
+
+
+# --- hosts without SSH ----------------------------------------------------------------------------------------
+
+
+def test_ssh_false_is_recorded_in_the_spec_and_compared_like_it():
+    sandbox = validate(name="a", ssh=False)
+    assert sandbox.spec["ssh"] is False
+    assert "ssh" in sandbox.given_spec_keys
+    assert "ssh" not in validate(name="a").spec
+
+
+def test_ssh_false_refuses_an_extra_ssh_key():
+    with pytest.raises(HostError, match="ssh_public_key cannot be used with ssh=false"):
+        validate(name="a", ssh=False, ssh_public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh0 me")
+
+
+def test_a_new_host_without_ssh_reports_the_exec_connection_in_check_mode():
+    sandbox = planner(None, check_mode=True, name="quiet", ssh=False)
+    result = sandbox.create("quiet")
+    assert result["connection"] == "sandbox_exec"
+    assert result["spec"]["ssh"] is False
+    assert result["ssh"]["host"] is None and result["ssh"]["private_key_file"] is None
+    assert sandbox.diff["after"]["spec"]["ssh"] is False
+
+
+def test_a_running_host_without_ssh_warns_when_ssh_is_requested():
+    record = HostRecord(host_id=HOST_A, name="a", spec={"cpu": 1.0, "ssh": False})
+    from ansible_collections.mngr.modal.plugins.module_utils._live import ListedSandbox
+
+    running = Host(HOST_A, "a", {}, record=record, sandbox=ListedSandbox("sb-1", {}))
+    sandbox = planner(None, [running], check_mode=True, ssh=True)
+    sandbox.update(sandbox.directory.hosts()[0], "a")
+    assert any("ssh: False -> True" in warning for warning in sandbox.warnings)
+
+
+def test_the_exec_host_layer_installs_python_but_not_sshd():
+    from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
+        INSTALL_EXEC_HOST_PACKAGES_COMMAND,
+        INSTALL_HOST_PACKAGES_COMMAND,
+    )
+
+    assert "openssh-server" in INSTALL_HOST_PACKAGES_COMMAND
+    assert "openssh-server" not in INSTALL_EXEC_HOST_PACKAGES_COMMAND
+    assert "python3" in INSTALL_EXEC_HOST_PACKAGES_COMMAND and "ca-certificates" in INSTALL_EXEC_HOST_PACKAGES_COMMAND
