@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The mngr.modal.sandbox_exec connection against the Modal API at MODAL_SERVER_URL (the emulator under `make test`):
 # two debian:bookworm-slim hosts, one with SSH and one created with ssh=false, reached through Modal's exec and
-# filesystem APIs only. The generic connection checks (exec, odd names, binary files, become) with pipelining on
-# and off; facts and the host_setup role; a 20 MiB random file both ways; a sandbox terminated mid-play.
+# filesystem APIs. The inventory plugin's connection option; the generic connection checks (exec, odd names, binary
+# files, become) with pipelining on and off; facts and the host_setup role; a 20 MiB random file both ways; a
+# sandbox terminated mid-play.
 set -eux
 cd "$(dirname "$0")"
 
@@ -33,6 +34,19 @@ ansible_connection=mngr.modal.sandbox_exec
 ansible_python_interpreter=/usr/bin/python3
 INI
 inventory=(-i "$work/hosts.ini" -e "local_tmp=$local_tmp" -e target_hosts=conn)
+
+# The inventory plugin: with connection=sandbox_exec every host gets the exec connection; with the default (ssh) the
+# host with SSH gets its SSH variables and the host without SSH still gets the exec connection.
+printf 'plugin: mngr.modal.modal\napp: %s\nconnection: sandbox_exec\n' "$MNGR_MODAL_APP" > "$work/exec.modal.yml"
+printf 'plugin: mngr.modal.modal\napp: %s\n' "$MNGR_MODAL_APP" > "$work/ssh.modal.yml"
+ansible-inventory -i "$work/exec.modal.yml" --host conn-ssh | grep -q '"ansible_connection": "mngr.modal.sandbox_exec"'
+ansible-inventory -i "$work/ssh.modal.yml" --host conn-exec | grep -q '"ansible_connection": "mngr.modal.sandbox_exec"'
+if ansible-inventory -i "$work/ssh.modal.yml" --host conn-ssh | grep -q '"ansible_connection"'; then
+    echo "a host with SSH got another connection than ssh" >&2
+    exit 1
+fi
+ansible -i "$work/exec.modal.yml" modal -m ansible.builtin.ping
+ansible -i "$work/ssh.modal.yml" modal -m ansible.builtin.ping
 
 # Generic connection checks, with pipelining (the default) and without.
 ansible-playbook "${inventory[@]}" test_connection.yml
