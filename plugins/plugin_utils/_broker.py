@@ -154,19 +154,24 @@ class SandboxHandles:
 def run_command(handle: Any, argv: list[str], stdin: bytes, timeout: int | None) -> tuple[int, bytes, bytes]:
     """Run ``argv`` in the sandbox with ``stdin``; its exit code, stdout and stderr, byte for byte."""
     process = handle.exec(*argv, text=False, timeout=timeout)
+    # stderr and the exit code are awaited while stdin is written and stdout read: each is its own round trip to
+    # Modal, and none may wait on another.
+    results: dict[str, Any] = {}
+    waiters = [threading.Thread(target=lambda: results.update(stderr=process.stderr.read()), daemon=True),
+               threading.Thread(target=lambda: results.update(code=process.wait()), daemon=True)]
+    for waiter in waiters:
+        waiter.start()
     for start in range(0, len(stdin), STDIN_CHUNK):
         process.stdin.write(stdin[start:start + STDIN_CHUNK])
         process.stdin.drain()
     process.stdin.write_eof()
     process.stdin.drain()
-    # Both streams are read at once: a reader of one stream must never wait on the other.
-    errors: list[bytes] = []
-    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()), daemon=True)
-    reader.start()
     stdout = process.stdout.read()
-    reader.join()
-    code = process.wait()
-    return code, stdout, errors[0] if errors else b""
+    for waiter in waiters:
+        waiter.join()
+    if "code" not in results:
+        raise RuntimeError("the command's exit code could not be read")
+    return results["code"], stdout, results.get("stderr", b"")
 
 
 def _filesystem_error_kind(exc: BaseException) -> str | None:
