@@ -233,20 +233,22 @@ step_ee() {
     rm -rf "$dir" && mkdir -p "$dir"
     deps=$(ansible-builder introspect --sanitize "$STAGE") || return 1
     echo "$deps"
-    grep -q '^ *- modal' <<<"$deps" || { echo "introspect does not list the modal SDK"; return 1; }
-    grep -q '^ *- openssh-client' <<<"$deps" || { echo "introspect does not list openssh-client"; return 1; }
+    grep -q "^- 'modal>=.* # from collection mngr.modal'" <<<"$deps" || { echo "introspect lacks the modal SDK"; return 1; }
+    grep -q "^- 'openssh-client .* # from collection mngr.modal'" <<<"$deps" || { echo "introspect lacks ssh"; return 1; }
     ansible-galaxy collection build --output-path "$dir" "$COLL" >/dev/null || return 1
     cp docs/examples/execution-environment.yml "$dir/"
-    (cd "$dir" && ansible-builder create --file execution-environment.yml --context context -v 1) || return 1
+    (cd "$dir" && ansible-builder create --file execution-environment.yml --context context \
+        --output-filename Containerfile -v 1) || return 1
     "$PY" - "$dir/context" <<'PY' || return 1
 import pathlib, sys
 context = pathlib.Path(sys.argv[1])
 containerfile = (context / "Containerfile").read_text()
-tarballs = sorted(p.name for p in (context / "_build").rglob("mngr-modal-*.tar.gz"))
+tarballs = sorted(str(p.relative_to(context / "_build")) for p in (context / "_build").rglob("mngr-modal-*.tar.gz"))
 requirements = (context / "_build" / "requirements.yml").read_text()
 assert tarballs, "the collection tarball is not in the build context"
-assert any(name in requirements for name in tarballs), requirements
-assert "ansible-galaxy" in containerfile and "introspect" in containerfile, containerfile
+# The image installs the collection from the tarball, then reads its dependencies from it (introspect).
+assert any(f"name: {name}" in requirements for name in tarballs), requirements
+assert "ansible-galaxy collection install" in containerfile and "introspect" in containerfile, containerfile
 print(f"build context {context}: Containerfile, {', '.join(tarballs)}")
 PY
 }
