@@ -142,12 +142,12 @@ stage_copy() {
     echo "$copy"
 }
 
-# The oldest ansible-core that meta/runtime.yml claims, as a pip requirement (its newest patch release).
+# The oldest ansible-core release line that meta/runtime.yml claims (2.17 for ">=2.17.0").
 oldest_core() {
     local floor
     floor=$(sed -n 's/^requires_ansible: *"*>= *\([0-9]*\.[0-9]*\).*/\1/p' meta/runtime.yml)
     [ -n "$floor" ] || { echo "no requires_ansible floor in meta/runtime.yml" >&2; return 1; }
-    echo "ansible-core~=$floor.0"
+    echo "$floor"
 }
 
 # The one integration target that every ansible-core of the matrix runs: the inventory plugin, the modules that
@@ -162,9 +162,9 @@ MATRIX_TARGET=inventory_modal
 step_matrix() {
     local core venv copy state url rc=0 other
     core=$(oldest_core) || return 1
-    venv="$ROOT/build/venvs/${core//[~=]/-}"
-    extra_venv "$venv" "$PY" "$core" || return 1
-    echo "ansible-core $("$venv/bin/python" -c 'import ansible; print(ansible.__version__)') ($core), Python $PYVER:"
+    venv="$ROOT/build/venvs/ansible-core-$core"
+    extra_venv "$venv" "$PY" "ansible-core~=$core.0" || return 1  # the newest patch release of that line
+    echo "ansible-core $("$venv/bin/python" -c 'import ansible; print(ansible.__version__)'), Python $PYVER:"
     (cd "$COLL" && PATH="$venv/bin:$PATH" PYTHONPATH="$STAGE" "$venv/bin/python" -m pytest -p no:cacheprovider -q \
         tests/unit) || rc=1
     state="$ROOT/build/matrix-state"
