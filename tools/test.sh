@@ -150,6 +150,21 @@ oldest_core() {
     echo "$floor"
 }
 
+# Another Python 3 for the matrix: MATRIX_PYTHON, else python3.13 or python3.12, on PATH or one that pyenv has
+# (pyenv's shims exist on PATH for every installed version but run only the selected one).
+other_python() {
+    local name version root
+    if [ -n "${MATRIX_PYTHON:-}" ]; then echo "$MATRIX_PYTHON"; return; fi
+    for name in python3.13 python3.12; do
+        if command -v "$name" >/dev/null && "$name" -c '' 2>/dev/null; then command -v "$name"; return; fi
+        command -v pyenv >/dev/null || continue
+        root=$(pyenv root)
+        for version in $(pyenv versions --bare 2>/dev/null | sort -rV); do
+            if [ -x "$root/versions/$version/bin/$name" ]; then echo "$root/versions/$version/bin/$name"; return; fi
+        done
+    done
+}
+
 # The one integration target that every ansible-core of the matrix runs: the inventory plugin, the modules that
 # make its hosts, and SSH to them.
 MATRIX_TARGET=inventory_modal
@@ -177,7 +192,7 @@ step_matrix() {
         ansible-test integration --python "$PYVER" --local --color no "$MATRIX_TARGET") || rc=1
     tools/emulator.sh stop "$state" || rc=1
 
-    other=${MATRIX_PYTHON:-$(command -v python3.13 || command -v python3.12 || true)}
+    other=$(other_python)
     if [ -z "$other" ]; then
         echo "no python3.13 or python3.12 on PATH: the run under another Python is skipped"
     elif [ "$("$other" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$PYVER" ]; then
