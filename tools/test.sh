@@ -194,7 +194,7 @@ step_matrix() {
 
     other=$(other_python)
     if [ -z "$other" ]; then
-        echo "no python3.13 or python3.12 on PATH: the run under another Python is skipped"
+        echo "no python3.13 or python3.12 found (PATH, pyenv; or set MATRIX_PYTHON): the run under another Python is skipped"
     elif [ "$("$other" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" = "$PYVER" ]; then
         echo "$other is Python $PYVER, the virtualenv's own: the run under another Python is skipped"
     else
