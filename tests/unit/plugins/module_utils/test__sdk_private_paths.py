@@ -60,6 +60,13 @@ def test_list_page_is_a_classmethod_coroutine_of_client_and_request(impl):
     assert list(inspect.signature(impl.list_page).parameters) == ["client", "req"]
 
 
+def test_synchronizer_runs_a_coroutine_function_blocking():
+    async def double(value: int) -> int:
+        return 2 * value
+
+    assert synchronizer.create_blocking(double)(21) == 42
+
+
 def test_sandbox_v2_setting_is_a_boolean():
     assert modal.config.config.get("sandbox_v2") in (True, False)
 
