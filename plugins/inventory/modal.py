@@ -32,7 +32,7 @@ description:
   - With O(connection=sandbox_exec), and for every host created with C(ssh=false) whatever O(connection) says, a
     host gets C(ansible_connection=mngr.modal.sandbox_exec), C(ansible_modal_host) (its name), C(ansible_modal_app),
     C(ansible_modal_environment) (when O(environment) is set) and C(ansible_python_interpreter) instead, and is
-    reached through Modal's exec API (see the M(mngr.modal.sandbox_exec) connection). A host without SSH is known
+    reached through Modal's exec API (see the P(mngr.modal.sandbox_exec#connection) connection). A host without SSH is known
     as such from its record (O(host_records)).
   - Default groups are C(modal) (every running host), C(modal_app_<app>) (per app), C(modal_gpu_<type>) (per GPU
     type, for example C(modal_gpu_h100)) and, with O(include_stopped), C(modal_stopped).

@@ -205,7 +205,7 @@ options:
   ssh:
     description:
       - Whether the host gets C(sshd), SSH keys and a tunnel. Default V(true) for a new host.
-      - With V(false), none of them exist; the host is reachable only through the M(mngr.modal.sandbox_exec)
+      - With V(false), none of them exist; the host is reachable only through the P(mngr.modal.sandbox_exec#connection)
         connection (Modal's exec API), whatever its network policy, and no key folder is kept under O(key_dir). Its
         image layer installs only C(python3) and C(ca-certificates) when the image lacks them, so Ansible's modules
         run on it (the C(raw) module needs neither).
