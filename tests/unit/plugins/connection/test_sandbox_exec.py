@@ -20,8 +20,9 @@ import pytest
 
 from ansible.errors import AnsibleConnectionFailure, AnsibleFileNotFound
 from ansible.playbook.play_context import PlayContext
-from ansible.plugins.loader import connection_loader
+import yaml
 
+from ansible_collections.mngr.modal.plugins.connection import sandbox_exec
 from ansible_collections.mngr.modal.plugins.connection.sandbox_exec import remote_path
 from ansible_collections.mngr.modal.plugins.plugin_utils import _broker_client, _broker_wire
 from ansible_collections.mngr.modal.plugins.plugin_utils._broker import Broker, SandboxHandles, _Server
@@ -53,9 +54,15 @@ def serving(broker_dir, tmp_path):
     server.server_close()
 
 
+DOC_OPTIONS = yaml.safe_load(sandbox_exec.DOCUMENTATION)["options"]
+
+
 def connection(host: str = "web1", **options: t.Any) -> t.Any:
-    conn = connection_loader.get("mngr.modal.sandbox_exec", PlayContext(), None)
-    conn.set_options(direct=dict({"host": host, "app": "shop"}, **options))
+    """The plugin with its documented defaults and ``options``, set as Ansible's configuration would set them."""
+    conn = sandbox_exec.Connection(PlayContext(), None)
+    # Set directly, as the inventory's tests do: every supported ansible-core finds the plugin's options this way.
+    conn._options = {name: spec.get("default") for name, spec in DOC_OPTIONS.items()}
+    conn._options.update(dict({"host": host, "app": "shop"}, **options))
     return conn
 
 
