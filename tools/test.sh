@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's whole test suite (`make test`): sanity, unit tests, emulator tests, integration tests against
-# the emulator, ansible-lint, changelog lint and an artifact check. Every step runs; the exit status is non-zero
+# the emulator, the demo, ansible-lint, changelog lint and an artifact check. Every step runs; the exit status is non-zero
 # when any step failed. `make test STEPS="units integration"` runs a subset.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -8,7 +8,7 @@ ROOT=$(pwd)
 export VENV=${VENV:-$ROOT/.venv}
 export STAGE=${STAGE:-$ROOT/build/collections}
 COLL="$STAGE/ansible_collections/mngr/modal"
-STEPS=${STEPS:-"sanity units emulator integration lint changelog artifact"}
+STEPS=${STEPS:-"sanity units emulator integration demo lint changelog artifact"}
 PY="$VENV/bin/python"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -46,7 +46,8 @@ step_emulator() {
 # own copy of the staged collection (ansible-test keeps per-run state under the collection's tests/output), against
 # one shared emulator; every target uses apps of its own. Balanced by measured duration; a target not listed runs in
 # the first group.
-INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready" "docs_examples modal_snapshot modal_sandbox_info runbooks")
+INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready role_host_setup"
+                    "docs_examples modal_snapshot modal_sandbox_info runbooks role_sandbox")
 
 integration_targets() {
     local listed=" ${INTEGRATION_GROUPS[*]} " extra="" dir name
@@ -99,6 +100,11 @@ YAML
     done
     tools/emulator.sh stop "$state" || rc=1
     return $rc
+}
+
+# `make demo` as a user runs it, against an emulator of its own: it must print its summary and leave nothing behind.
+step_demo() {
+    tools/demo.sh
 }
 
 step_lint() {
