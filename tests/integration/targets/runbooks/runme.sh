@@ -101,6 +101,11 @@ ansible-playbook mngr.modal.snapshot -e host_name=rb-one -e snapshot_name=rb-sav
 ansible rb-one "${inventory[@]}" -m ansible.builtin.copy -a "dest=/root/after.txt content=after mode=0644"
 ansible-playbook mngr.modal.stop -e host_name=rb-one
 [ "$(host_state rb-one)" = stopped ]
+# The tags of a stopped host can be read, not changed (that would start it).
+expect_failure "its tags change on a running host only" \
+    ansible-playbook mngr.modal.tags -e host_name=rb-one -e tags_action=add -e '{"host_tags": {"x": "y"}}'
+[ "$(host_state rb-one)" = stopped ]
+ansible-playbook mngr.modal.tags -e host_name=rb-one | grep -q '"rb-one: (no tags)"'
 
 # --- list: the table shows the stopped host, why it stopped, its two snapshots (the newest is the stop's), its age ---
 ansible-playbook mngr.modal.list | tee "$work/list.out"
@@ -117,6 +122,7 @@ run_printed_ssh "$work/start.out"
 ansible rb-one "${inventory[@]}" -m ansible.builtin.command -a "cat /root/before.txt /root/after.txt"
 
 # --- restore: an unknown snapshot changes nothing; the named one brings back the files as they were -----------------
+expect_failure "snapshot is required" ansible-playbook mngr.modal.restore -e host_name=rb-one
 expect_failure "host rb-one has no snapshot named rb-nothing" \
     ansible-playbook mngr.modal.restore -e host_name=rb-one -e snapshot=rb-nothing
 [ "$(host_state rb-one)" = running ]
@@ -125,7 +131,7 @@ run_printed_ssh "$work/restore.out"
 ansible rb-one "${inventory[@]}" -m ansible.builtin.shell -a "cat /root/before.txt; test ! -e /root/after.txt"
 
 # --- rename ----------------------------------------------------------------------------------------------------------
-expect_failure "host_name and new_name are required" ansible-playbook mngr.modal.rename -e host_name=rb-one
+expect_failure "new_name is required" ansible-playbook mngr.modal.rename -e host_name=rb-one
 ansible-playbook mngr.modal.rename -e host_name=rb-one -e new_name=rb-two | tee "$work/rename.out"
 grep -q '"rb-one is now rb-two' "$work/rename.out"
 [ "$(host_state rb-one)" = absent ]
