@@ -21,6 +21,7 @@ printf "plugin: mngr.modal.modal\napp: %s\nkey_dir: %s\n" "$MNGR_MODAL_APP" "$MN
 inventory=(-i "$work/hosts.modal.yml")
 
 # The sshd that runs before the role: its pid and start time (in clock ticks since boot).
+# shellcheck disable=SC2016 # the command is expanded on the host
 sshd_before=$(ansible hs-one "${inventory[@]}" -m ansible.builtin.shell -a 'p=$(cat /run/sshd.pid); echo "$p $(cut -d" " -f22 /proc/$p/stat)"' \
     | tail -n 1)
 [[ "$sshd_before" =~ ^[0-9]+\ [0-9]+$ ]]

@@ -89,7 +89,7 @@ printf "plugin: mngr.modal.modal\napp: %s\nkey_dir: %s\n" "$MNGR_MODAL_APP" "$MN
 inventory=(-i "$work/hosts.modal.yml")
 ansible-playbook "${inventory[@]}" mngr.modal.configure -e target=rb-one \
     -e '{"host_setup_motd": "configured by the runbook", "host_setup_environment": {"RUNBOOK": "yes"}}'
-ansible rb-one "${inventory[@]}" -m ansible.builtin.shell -a "cat /etc/motd /etc/environment; command -v tmux jq" \
+ansible rb-one "${inventory[@]}" -m ansible.builtin.shell -a "cat /etc/motd /etc/environment; ls /usr/bin/tmux /usr/bin/jq" \
     | tee "$work/configured.out"
 grep -q "configured by the runbook" "$work/configured.out"
 grep -q "RUNBOOK=" "$work/configured.out"
