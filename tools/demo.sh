@@ -109,8 +109,8 @@ if [ "$DEMO_EMULATOR" = 1 ]; then
     : > "$MODAL_CONFIG_PATH"
     echo "Modal emulator at $MODAL_SERVER_URL"
 else
-    say "running against Modal itself (app $DEMO_APP); the hosts are destroyed at the end"
-    unset MODAL_SERVER_URL
+    # Your Modal settings as they are (MODAL_SERVER_URL too, when set: Modal's own API otherwise).
+    say "running against ${MODAL_SERVER_URL:-Modal} (app $DEMO_APP); the hosts are destroyed at the end"
 fi
 
 inventory="$work/demo.modal.yml"
