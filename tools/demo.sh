@@ -15,12 +15,14 @@ export VENV=${VENV:-$ROOT/.venv}
 export STAGE=${STAGE:-$ROOT/build/collections}
 DEMO_EMULATOR=${DEMO_EMULATOR:-1}
 DEMO_APP=${DEMO_APP:-mngr-demo}
+# DEMO_SETUP=0: the virtualenv and the staged collection are ready (make test has just made them).
+DEMO_SETUP=${DEMO_SETUP:-1}
 work="$ROOT/build/demo"
 state="$ROOT/build/demo-state"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-tools/setup.sh
+[ "$DEMO_SETUP" = 0 ] || tools/setup.sh
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$STAGE"
 # The hosts' pinned keys are checked even if an ansible.cfg says otherwise.

@@ -74,6 +74,8 @@ confirm_cost() {
 
 # --- the run -------------------------------------------------------------------------------------------------------
 tools/setup.sh > /dev/null || { echo "setup failed"; exit 1; }
+# ansible-test runs the targets with the virtualenv's own Python, whatever its version.
+PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$STAGE"
 
@@ -144,7 +146,7 @@ chmod 0600 "$COLL/tests/integration/integration_config.yml"
 
 trap 'summary 1; exit 1' INT TERM
 # shellcheck disable=SC2086
-(cd "$COLL" && ansible-test integration --python 3.11 --local --color no --continue-on-error $TARGETS) 2>&1 | tee "$LOG"
+(cd "$COLL" && ansible-test integration --python "$PYVER" --local --color no --continue-on-error $TARGETS) 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 trap - INT TERM
 summary "$rc"

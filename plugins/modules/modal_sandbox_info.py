@@ -32,6 +32,9 @@ author:
   - The mngr.modal authors (@mngr-modal)
 seealso:
   - module: mngr.modal.modal_sandbox
+  - name: modal.Sandbox
+    description: The SDK class whose listing this module reads.
+    link: https://modal.com/docs/reference/modal.Sandbox
 """
 
 EXAMPLES = r"""
