@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's whole test suite (`make test`): sanity, unit tests, emulator tests, integration tests against
-# the emulator, the ansible-core matrix, the modal SDK range, a run through ansible-runner, the execution environment
+# the emulator, the demo, the ansible-core matrix, the modal SDK range, a run through ansible-runner, the execution environment
 # build context, the docs lint, ansible-lint, changelog lint and an artifact check. Every step runs; the exit status
 # is non-zero when any step failed. `make test STEPS="units integration"` runs a subset.
 set -uo pipefail
@@ -9,10 +9,10 @@ ROOT=$(pwd)
 export VENV=${VENV:-$ROOT/.venv}
 export STAGE=${STAGE:-$ROOT/build/collections}
 COLL="$STAGE/ansible_collections/mngr/modal"
-STEPS=${STEPS:-"sanity units emulator integration matrix sdk runner ee docs lint changelog artifact"}
+STEPS=${STEPS:-"sanity units emulator integration demo matrix sdk runner ee docs lint changelog artifact"}
 # Steps that start beside the integration step when both are asked for: they mostly wait too (for pip, SSH and the
 # sandboxes), and each works in its own virtualenv, staged copy and emulator.
-BESIDE_INTEGRATION=" matrix sdk runner "
+BESIDE_INTEGRATION=" demo matrix sdk runner "
 PY="$VENV/bin/python"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -55,7 +55,8 @@ step_emulator() {
 # own copy of the staged collection (ansible-test keeps per-run state under the collection's tests/output), against
 # one shared emulator; every target uses apps of its own. Balanced by measured duration; a target not listed runs in
 # the first group.
-INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready" "docs_examples modal_snapshot modal_sandbox_info runbooks connection_sandbox_exec")
+INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready role_host_setup"
+                    "docs_examples modal_snapshot modal_sandbox_info runbooks role_sandbox connection_sandbox_exec")
 
 integration_targets() {
     local listed=" ${INTEGRATION_GROUPS[*]} " extra="" dir name
@@ -114,6 +115,12 @@ step_integration() {
     done
     tools/emulator.sh stop "$state" || rc=1
     return $rc
+}
+
+# `make demo` as a user runs it, against an emulator of its own: it must end with its summary and leave nothing
+# behind. The set-up is done already (and staging again beside the integration step would race with its copies).
+step_demo() {
+    DEMO_SETUP=0 tools/demo.sh
 }
 
 # --- extra virtualenvs: the ansible-core matrix and the modal SDK range ---------------------------------------

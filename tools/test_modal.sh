@@ -32,7 +32,9 @@ modal_sandbox:40:3:30:90:9
 modal_sandbox_info:4:3:0:0:0
 modal_snapshot:8:4:0:0:0
 inventory_modal:3:4:0:0:4
-runbooks:6:3:0:0:0
+runbooks:8:4:0:0:0
+role_sandbox:3:2:2:2:0
+role_host_setup:1:4:0:0:0
 docs_examples:20:3:0:0:0
 ansible_ready:3:5:0:0:0
 "
