@@ -28,10 +28,14 @@ options:
   host:
     description:
       - Name of the host (as given to M(mngr.modal.modal_sandbox) O(mngr.modal.modal_sandbox#module:name)) whose running
-        sandbox runs the tasks. Defaults to the inventory host name.
+        sandbox runs the tasks.
+      - Defaults to C(ansible_host) when set, else the inventory host name (as for Ansible's other connections, so
+        that C(delegate_to) reaches the host delegated to). Set C(ansible_modal_host) when C(ansible_host) holds
+        something else, such as an SSH address.
     type: str
     vars:
       - name: inventory_hostname
+      - name: ansible_host
       - name: ansible_modal_host
   sandbox_id:
     description:
