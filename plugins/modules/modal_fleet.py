@@ -245,6 +245,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._build_args import BUIL
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfilePlan
 from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError, ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
+    HOST_NAME_MAX_LENGTH,
     Host,
     HostDirectory,
     host_result,
@@ -314,8 +315,10 @@ class ModalFleetModule(ModalModule):
             if params["exact_count"] < 0:
                 raise HostError(f"exact_count must be 0 or more, got {params['exact_count']}")
             self.count = params["exact_count"]
-        # The longest host name must be a valid one too.
-        validate_host_name(host_name(name, max(self.count, 1)), "name")
+        last = host_name(name, max(self.count, 1))
+        if len(last) > HOST_NAME_MAX_LENGTH:
+            raise HostError(f"name {name} is too long for {max(self.count, 1)} hosts: the last one would be called "
+                            f"{last} ({len(last)} characters), and host names have at most {HOST_NAME_MAX_LENGTH}")
         if params["concurrency"] < 1:
             raise HostError(f"concurrency must be at least 1, got {params['concurrency']}")
         if params["wait_timeout"] < 1:
