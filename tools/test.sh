@@ -46,7 +46,7 @@ step_emulator() {
 # own copy of the staged collection (ansible-test keeps per-run state under the collection's tests/output), against
 # one shared emulator; every target uses apps of its own. Balanced by measured duration; a target not listed runs in
 # the first group.
-INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready" "docs_examples modal_snapshot modal_sandbox_info runbooks")
+INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready" "docs_examples modal_snapshot modal_sandbox_info runbooks modal_fleet")
 
 integration_targets() {
     local listed=" ${INTEGRATION_GROUPS[*]} " extra="" dir name

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: modal_fleet
 short_description: Keep an exact number of identical Modal sandbox hosts, created concurrently in one task
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Manages a I(fleet), a set of identical hosts called C(<name>-1), C(<name>-2)... C(<name>-<exact_count>). Each is
     an ordinary host of the app, exactly as M(mngr.modal.modal_sandbox) makes it (its own key pair, pinned host key

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: modal_gc
 short_description: Find and remove the Modal sandboxes of an app that cost money for nothing
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Looks at every running sandbox of the app O(app) and every host record on its state volume, and finds
   - I(orphans), sandboxes that carry the collection's identity tags (C(mngr_host_id), C(mngr_host_name)) but whose
