@@ -189,7 +189,7 @@ def idle_seconds(output: str) -> float | None:
     parents: dict[str, str] = {}
     starts: dict[str, float] = {}
     for line in lines[1:]:
-        pid, _, rest = line.partition(" ")
+        pid, _space, rest = line.partition(" ")
         fields = rest[rest.rfind(")") + 2:].split()
         if len(fields) < 20:
             continue

@@ -38,7 +38,7 @@ options:
       - Name of the fleet. Its hosts are called C(<name>-<index>), from C(<name>-1) to C(<name>-<exact_count>), so
         the rules of host names apply to them (letters, digits, V(-), V(_) and V(.), at most 63 characters).
       - A host called C(<name>-<index>) that is not tagged C(fleet=<name>) (made by M(mngr.modal.modal_sandbox), for
-        example) is not taken over: the task fails naming it.
+        example) is not taken over; the task fails naming it.
     type: str
     required: true
   exact_count:
@@ -133,7 +133,7 @@ notes:
   - A running host whose recorded spec differs from the requested one is not resized (Modal cannot); the module
     warns. Lower O(exact_count) to destroy hosts and raise it again to create them with the new spec, or replace the
     fleet (O(state=absent), then O(state=present)).
-  - Each host is an ordinary host of the app: M(mngr.modal.modal_sandbox) can stop, start, snapshot or destroy one,
+  - Each host is an ordinary host of the app. M(mngr.modal.modal_sandbox) can stop, start, snapshot or destroy one,
     M(mngr.modal.modal_sandbox_info) lists them (O(mngr.modal.modal_sandbox_info#module:tags) C(fleet=<name>) lists
     one fleet), and the inventory plugin M(mngr.modal.modal) sees them (C(keyed_groups) on C(modal_tags.fleet)
     groups them by fleet).

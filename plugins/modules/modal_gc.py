@@ -15,7 +15,7 @@ description:
     sandbox and recording it leaves behind;
   - I(duplicates), more than one running sandbox for one host (the one its record names is kept, else the newest);
   - I(stale records), host records that say running although their sandbox is gone (a timeout, a crash, a terminate
-    from elsewhere): they are marked stopped, with the reason, so that listings and the next start see the truth;
+    from elsewhere), which are marked stopped, with the reason, so that listings and the next start see the truth;
   - when asked, hosts older than O(older_than) or idle for O(idle_for), which are destroyed as
     M(mngr.modal.modal_sandbox) O(mngr.modal.modal_sandbox#module:state=absent) destroys a host (sandbox
     terminated, record marked destroyed, name freed, key folder removed).
@@ -138,7 +138,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._gc import (
     parse_duration,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import HostDirectory
-from ansible_collections.mngr.modal.plugins.module_utils._keys import LOCK_TIMEOUT_SECONDS, KeyStore
+from ansible_collections.mngr.modal.plugins.module_utils._keys import LOCK_TIMEOUT_SECONDS
 from ansible_collections.mngr.modal.plugins.module_utils._launch import HostLauncher
 from ansible_collections.mngr.modal.plugins.module_utils._live import ListedSandbox, run_bounded
 from ansible_collections.mngr.modal.plugins.module_utils._records import STATUS_RUNNING, HostRecord, host_records
@@ -185,8 +185,7 @@ class ModalGcModule(ModalModule):
         self.changed = not garbage.empty()
         by_sandbox = {sandbox.sandbox_id: sandbox for sandbox in live}
         by_host = {record.host_id: record for record in records}
-        terminated = [found for found in garbage.orphans + garbage.duplicates + garbage.expired]
-        freed = _freed(terminated, by_host)
+        freed = _freed(garbage.orphans + garbage.duplicates + garbage.expired, by_host)
         if self.check_mode or not self.changed:
             return _result(garbage, freed)
         launcher = HostLauncher(session, directory, NameReservations(store.files), False, 1, None, self.warnings)
@@ -227,8 +226,7 @@ class ModalGcModule(ModalModule):
         if launcher.directory.tagged_sandbox_ids(found.host_id):
             return  # another sandbox of the host is still running (younger than the grace period)
         launcher.release_names(found.host_id, found.name)
-        folder = KeyStore(self.session.key_dir, self.session.app_name, self.session.environment).find(found.host_id,
-                                                                                                     found.name)
+        folder = launcher.keys.find(found.host_id, found.name)
         if folder is not None and (record is None or record.status != STATUS_RUNNING):
             with folder.locked(LOCK_TIMEOUT_SECONDS):
                 folder.remove(found.host_id)

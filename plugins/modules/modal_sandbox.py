@@ -1136,6 +1136,10 @@ class ModalSandboxModule(ModalModule):
         return self.update(host, name)
 
 
+def _normalized(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def main() -> None:
     run_module(ModalSandboxModule)
 

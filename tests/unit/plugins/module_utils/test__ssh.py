@@ -355,7 +355,7 @@ def test_ssh_banner_ready_reads_the_banner():
         port = server.getsockname()[1]
 
         def answer(first: bytes) -> None:
-            connection, _ = server.accept()
+            connection, _address = server.accept()
             with connection:
                 connection.sendall(first)
 

@@ -1,4 +1,5 @@
-#!/usr/bin/env python3
+# Copyright (c) 2026, the mngr.modal authors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Plant what modal_gc must find, straight through the Modal SDK, as a crashed run or another tool leaves it.
 
     plant.py plant APP DUPLICATE_OF_HOST_ID DUPLICATE_OF_NAME   prints {"orphan": id, "duplicate": id, "foreign": id}
