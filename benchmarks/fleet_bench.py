@@ -4,7 +4,9 @@
 Creating hosts with one modal_fleet task (1, 10 and 50 hosts) versus a play of modal_sandbox tasks (1 host, and 10
 hosts with forks 10): wall time, the ratio to one host of the same kind, and the controller's CPU seconds (user +
 system of ansible-playbook and everything it started: module processes, ssh) per host. Each measure runs in its
-own app after a warm-up that pays the image build, and its hosts are destroyed before the next measure.
+own app after a warm-up that pays the image build, and its hosts are destroyed before the next measure. The
+measures are taken ``--repeat`` times, interleaved (so that a busy minute of the machine hits all of them alike),
+and the medians are printed, with the machine's load average before and after.
 
 Run as root from the checkout after tools/setup.sh:  .venv/bin/python benchmarks/fleet_bench.py
 """
@@ -15,6 +17,7 @@ import argparse
 import os
 import pathlib
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +62,10 @@ class Measure:
     def __init__(self, wall: float, cpu: float) -> None:
         self.wall = wall
         self.cpu = cpu
+
+    @staticmethod
+    def median(measures: list["Measure"]) -> "Measure":
+        return Measure(statistics.median(m.wall for m in measures), statistics.median(m.cpu for m in measures))
 
 
 def playbook(work: pathlib.Path, text: str, env: dict[str, str], *extra: str, inventory: str | None = None) -> Measure:
@@ -106,8 +113,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,50", help="fleet sizes, the first one being the baseline")
     parser.add_argument("--play-hosts", type=int, default=10, help="hosts of the modal_sandbox play")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of every measure; medians are printed")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         work = pathlib.Path(tmp)
         with running_emulator(state_dir=work / "state") as emulator:
@@ -116,15 +125,25 @@ def main() -> None:
                        ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False")
             # Warm-up: the image build and the first imports are paid once, outside every measure.
             fleet(work, env, "bench-warmup", 1)
-            fleets = {size: fleet(work, env, f"bench-fleet-{size}", size) for size in sizes}
-            play_one = sandboxes(work, env, "bench-play-1", 1)
-            play_many = sandboxes(work, env, f"bench-play-{args.play_hosts}", args.play_hosts)
+            rounds: dict[str, list[Measure]] = {}
+            for round_index in range(args.repeat):
+                for size in sizes:
+                    rounds.setdefault(f"fleet-{size}", []).append(
+                        fleet(work, env, f"bench-fleet-{size}-{round_index}", size))
+                rounds.setdefault("play-1", []).append(sandboxes(work, env, f"bench-play1-{round_index}", 1))
+                rounds.setdefault("play-many", []).append(
+                    sandboxes(work, env, f"bench-play{args.play_hosts}-{round_index}", args.play_hosts))
+    fleets = {size: Measure.median(rounds[f"fleet-{size}"]) for size in sizes}
+    play_one = Measure.median(rounds["play-1"])
+    play_many = Measure.median(rounds["play-many"])
 
     base = fleets[sizes[0]]
     rows = [(f"modal_fleet, {size} host{'s' if size > 1 else ''} (one task)", size, fleets[size], base) for size in sizes]
     rows.append(("modal_sandbox play, 1 host", 1, play_one, play_one))
     rows.append((f"modal_sandbox play, {args.play_hosts} hosts (forks {args.play_hosts})", args.play_hosts, play_many,
                  play_one))
+    print(f"medians of {args.repeat} interleaved rounds; load average before {load_before[0]:.2f}, "
+          f"after {os.getloadavg()[0]:.2f} (2 cores: above 2, other work shares the CPU)")
     print(f"{'measure':<46} {'wall':>8} {'ratio':>7} {'CPU':>8} {'CPU/host':>9}")
     for label, count, measure, baseline in rows:
         print(f"{label:<46} {measure.wall:>7.2f}s {measure.wall / baseline.wall:>6.2f}x {measure.cpu:>7.2f}s "
