@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV=${VENV:-$ROOT/.venv}
 STAGE=${STAGE:-$ROOT/build/collections}
+# The Python the virtualenv is created with (an existing virtualenv keeps its own).
+PYTHON=${PYTHON:-python3}
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -14,10 +16,15 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 # ssh: the controller's client; e2fsprogs/util-linux/iproute2: the emulator's layer store, mounts and
 # namespaces; mmdebstrap: the emulator's Debian base images, built from the host's Debian mirror;
 # tini-static and busybox-static: PID 1 and the setup tools inside every sandbox, whatever its image holds;
-# slirp4netns/nftables: the sandboxes' outbound network and its CIDR allowlists; rsync: staging;
-# shellcheck: ansible-test's shell sanity check.
+# slirp4netns/nftables: the sandboxes' outbound network and its CIDR allowlists; rsync: staging; git: ansible-test
+# reads the staged collection's file list from git; python3-venv: the virtualenvs (Debian ships ensurepip apart from
+# python3); shellcheck: ansible-test's shell sanity check.
 need_pkgs=()
-for pair in ssh:openssh-client mkfs.ext4:e2fsprogs losetup:mount nsenter:util-linux ip:iproute2 \
+if [ ! -x "$VENV/bin/python" ] && [ "$PYTHON" = python3 ] && command -v dpkg-query >/dev/null 2>&1 &&
+   ! dpkg-query -W -f '${Status}' python3-venv 2>/dev/null | grep -q 'ok installed'; then
+    need_pkgs+=(python3-venv)
+fi
+for pair in git:git ssh:openssh-client mkfs.ext4:e2fsprogs losetup:mount nsenter:util-linux ip:iproute2 \
             rsync:rsync tini-static:tini busybox:busybox-static mmdebstrap:mmdebstrap \
             slirp4netns:slirp4netns nft:nftables shellcheck:shellcheck; do
     cmd=${pair%%:*} pkg=${pair#*:}
@@ -38,7 +45,7 @@ fi
 # --- Python virtualenv -------------------------------------------------------------------------------
 if [ ! -x "$VENV/bin/python" ]; then
     say "creating virtualenv $VENV"
-    python3 -m venv "$VENV"
+    "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.requirements-stamp"
 want=$(cat requirements.txt requirements-dev.txt emulator/pyproject.toml | sha256sum | cut -d' ' -f1)

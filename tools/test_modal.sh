@@ -32,7 +32,9 @@ modal_sandbox:40:3:30:90:9
 modal_sandbox_info:4:3:0:0:0
 modal_snapshot:8:4:0:0:0
 inventory_modal:3:4:0:0:4
-runbooks:6:3:0:0:0
+runbooks:8:4:0:0:0
+role_sandbox:3:2:2:2:0
+role_host_setup:1:4:0:0:0
 docs_examples:20:3:0:0:0
 ansible_ready:3:5:0:0:0
 "
@@ -72,6 +74,8 @@ confirm_cost() {
 
 # --- the run -------------------------------------------------------------------------------------------------------
 tools/setup.sh > /dev/null || { echo "setup failed"; exit 1; }
+# ansible-test runs the targets with the virtualenv's own Python, whatever its version.
+PYVER=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 export PATH="$VENV/bin:$PATH"
 export ANSIBLE_COLLECTIONS_PATH="$STAGE"
 
@@ -142,7 +146,7 @@ chmod 0600 "$COLL/tests/integration/integration_config.yml"
 
 trap 'summary 1; exit 1' INT TERM
 # shellcheck disable=SC2086
-(cd "$COLL" && ansible-test integration --python 3.11 --local --color no --continue-on-error $TARGETS) 2>&1 | tee "$LOG"
+(cd "$COLL" && ansible-test integration --python "$PYVER" --local --color no --continue-on-error $TARGETS) 2>&1 | tee "$LOG"
 rc=${PIPESTATUS[0]}
 trap - INT TERM
 summary "$rc"

@@ -21,7 +21,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-EMULATOR = shutil.which("modal-emulator") or str(pathlib.Path(sys.executable).parent / "modal-emulator")
+# MODAL_EMULATOR: an emulator of another virtualenv, so that the SDK under test may be another release than the
+# emulator's own (the server side then speaks the newest protocol, as Modal's servers do).
+EMULATOR = (os.environ.get("MODAL_EMULATOR") or shutil.which("modal-emulator")
+            or str(pathlib.Path(sys.executable).parent / "modal-emulator"))
 READY_TIMEOUT_S = 90
 
 

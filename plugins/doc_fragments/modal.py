@@ -51,14 +51,26 @@ notes:
   - The Modal SDK honours E(MODAL_SERVER_URL); point it at another API endpoint (for example a local
     C(modal-emulator serve)) and every module follows it.
 requirements:
-  - modal >= 1.6.4, < 2
+  - modal >= 1.6.3, < 2
   - cryptography
+seealso:
+  - name: Modal API tokens and configuration
+    description: Where the Modal SDK reads the token and the other settings from.
+    link: https://modal.com/docs/reference/modal.config
+  - name: Modal environments
+    description: What the O(environment) option selects.
+    link: https://modal.com/docs/guide/environments
 """
 
     # Module attributes, in the shape ansible-core documents them (see community.docker's attributes fragment).
     ATTRIBUTES = r"""
 options: {}
 attributes:
+  action_group:
+    description: Use C(group/mngr.modal.modal) in C(module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - mngr.modal.modal
   check_mode:
     description: Can run in C(check_mode) and return changed status prediction without modifying target.
   diff_mode:

@@ -516,6 +516,14 @@ def summarize(names: list[str]) -> str:
 # --- the plugin ----------------------------------------------------------------------------------------
 
 
+def parser_error(message: str, hint: str | None) -> AnsibleParserError:
+    """The error with ``hint`` as its help text; ansible-core before 2.19 has no help text, so the hint ends the message."""
+    try:
+        return AnsibleParserError(message, help_text=hint)
+    except TypeError:
+        return AnsibleParserError(f"{message} {hint}" if hint else message)
+
+
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     """The ``mngr.modal.modal`` inventory plugin."""
 
@@ -602,7 +610,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 "Ansible goes on without this inventory source; set strict: true in it (or ansible-core's "
                 "inventory_any_unparsed_is_failed) to stop the run instead."
             )
-            raise AnsibleParserError(f"mngr.modal.modal: {exc.msg}", help_text=hint) from exc
+            raise parser_error(f"mngr.modal.modal: {exc.msg}", hint) from exc
         finally:
             session.close()
         return {"format": RAW_FORMAT, "apps": apps}

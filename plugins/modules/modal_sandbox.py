@@ -238,6 +238,15 @@ seealso:
   - module: mngr.modal.modal_sandbox_info
   - module: mngr.modal.modal_snapshot
   - module: mngr.modal.modal_snapshot_info
+  - name: Modal Sandboxes
+    description: The sandboxes each host runs in.
+    link: https://modal.com/docs/guide/sandbox
+  - name: modal.Sandbox
+    description: The SDK class behind this module.
+    link: https://modal.com/docs/reference/modal.Sandbox
+  - name: GPUs on Modal
+    description: The GPU types of the O(gpu) option.
+    link: https://modal.com/docs/guide/gpu
 author:
   - The mngr.modal authors (@mngr-modal)
 """

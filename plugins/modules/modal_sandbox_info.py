@@ -32,6 +32,9 @@ author:
   - The mngr.modal authors (@mngr-modal)
 seealso:
   - module: mngr.modal.modal_sandbox
+  - name: modal.Sandbox
+    description: The SDK class whose listing this module reads.
+    link: https://modal.com/docs/reference/modal.Sandbox
 """
 
 EXAMPLES = r"""
@@ -107,6 +110,18 @@ modal_sandbox_info:
       description: Build spec from the host's record (empty when the host has no record).
       type: dict
       sample: {cpu: 2.0, memory: 8.0}
+    created_at:
+      description:
+        - When the host was created (UTC, ISO 8601), from its record; V(null) for a host that has no record.
+        - Only listings carry it (M(mngr.modal.modal_sandbox) does not), for the age of each host.
+      type: str
+      sample: "2026-01-31T12:00:00+00:00"
+    stop_reason:
+      description:
+        - Why the host has no sandbox, from its record, for example the stop and the snapshot it took.
+      returned: when the item's state is V(stopped)
+      type: str
+      sample: "stopped by mngr.modal.modal_sandbox at 2026-01-31T12:00:00+00:00; snapshot stop-2026-01-31-12-00-00"
     ssh:
       description: How to reach the host (host and port are V(null) for a stopped host).
       type: dict
@@ -192,6 +207,10 @@ class ModalSandboxInfoModule(ModalModule):
                                  endpoint, session.key_dir, session.app_name, session.environment)
             if host.state == "ended":
                 result["ended"] = ended_details(session, host)
+            # Listing-only facts from the record: the host's age, and why a stopped host has no sandbox.
+            result["created_at"] = host.record.created_at if host.record else None
+            if host.state == "stopped":
+                result["stop_reason"] = host.record.stop_reason if host.record else None
             results.append(result)
         return results
 

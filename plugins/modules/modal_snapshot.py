@@ -94,6 +94,9 @@ notes:
 seealso:
   - module: mngr.modal.modal_snapshot_info
   - module: mngr.modal.modal_sandbox
+  - name: Modal Sandbox snapshots
+    description: The filesystem snapshots this module takes.
+    link: https://modal.com/docs/guide/sandbox-snapshots
 author:
   - The mngr.modal authors (@mngr-modal)
 """

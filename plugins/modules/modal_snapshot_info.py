@@ -35,6 +35,9 @@ author:
 seealso:
   - module: mngr.modal.modal_snapshot
   - module: mngr.modal.modal_sandbox
+  - name: Modal Sandbox snapshots
+    description: The filesystem snapshots this module lists.
+    link: https://modal.com/docs/guide/sandbox-snapshots
 """
 
 EXAMPLES = r"""

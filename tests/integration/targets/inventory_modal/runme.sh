@@ -52,12 +52,22 @@ inventory=(-i "$source_file" -e "@$INVENTORY_TEST_DIR/tokens.yml")
 without_token() {
     env -u MODAL_TOKEN_ID -u MODAL_TOKEN_SECRET "$@"
 }
+# Read Modal again instead of the inventory cache (the fresh data is cached again): ansible-inventory --flush-cache
+# where it has the option (ansible-core 2.18 and later), else a run of ansible-playbook --flush-cache, which builds
+# the inventory the same way.
+flush_inventory_cache() {
+    if ansible-inventory --help | grep -q -- --flush-cache; then
+        without_token ansible-inventory "${inventory[@]}" --graph --flush-cache
+    else
+        without_token ansible-playbook "${inventory[@]}" --flush-cache flush.yml
+    fi
+}
 graph_of() {
     without_token ansible-inventory "${inventory[@]}" --graph "$1" 2>/dev/null | sed -e 's/^ *|--//' -e 's/^@//' | LC_ALL=C sort | tr '\n' ' '
 }
 
 # --- groups ----------------------------------------------------------------------------------------------
-without_token ansible-inventory "${inventory[@]}" --graph --flush-cache
+flush_inventory_cache
 app_group="modal_app_${INVENTORY_TEST_APP//-/_}"
 [ "$(graph_of modal)" = "inv-gpu1 inv-web1 inv-web2 modal: " ]
 [ "$(graph_of "$app_group")" = "inv-gpu1 inv-web1 inv-web2 $app_group: " ]
@@ -88,7 +98,7 @@ if [ "$is_emulator" != true ]; then
 fi
 "$MODAL_EMULATOR" kill --state-dir "$MODAL_EMULATOR_STATE_DIR" "$(cat "$INVENTORY_TEST_DIR/sandbox-inv-gpu1")"
 [ "$(graph_of modal)" = "inv-gpu1 inv-web1 inv-web2 modal: " ]          # cached: still there
-without_token ansible-inventory "${inventory[@]}" --graph --flush-cache > /dev/null
+flush_inventory_cache > /dev/null
 [ "$(graph_of modal)" = "inv-web1 inv-web2 modal: " ]                   # read again: gone, the others stay
 
 # refresh_inventory in a play

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The sandbox role over a group of three hosts, and the runbooks of playbooks/ as a user runs them
-# (ansible-playbook mngr.modal.<name> -e ...), against the Modal API at MODAL_SERVER_URL (the emulator under
-# `make test`): what they must refuse (no host_name, destroy without confirm=yes, start of an unknown host) changes
-# nothing, and the ssh command they print works as printed.
+# The sandbox role over a group of three hosts, and every runbook of playbooks/ as a user runs them
+# (ansible-playbook mngr.modal.<name> -e ..., no inventory file but for configure), in a user's order: create,
+# configure, snapshot, stop, list, start, restore, rename, tags, destroy, against the Modal API at MODAL_SERVER_URL
+# (the emulator under `make test`). What they must refuse (no host_name, destroy without confirm=yes, start of an
+# unknown host, restore from an unknown snapshot, tags of a stopped host) changes nothing, and the ssh command they
+# print works as printed. (The demo runbook runs in `make test`'s demo step.)
 set -eux
 cd "$(dirname "$0")"
 
@@ -67,7 +69,7 @@ ansible-playbook -i "$work/fleet.ini" fleet.yml
 [ "$(host_state rb-check-only)" = absent ]
 
 # --- every runbook that names a host needs host_name ---------------------------------------------------------
-for runbook in create start stop snapshot destroy; do
+for runbook in create start stop snapshot destroy restore rename tags; do
     expect_failure "host_name is required" ansible-playbook "mngr.modal.$runbook"
 done
 
@@ -84,25 +86,69 @@ expect_failure "add -e confirm=yes" ansible-playbook mngr.modal.destroy -e host_
 
 # --- configure, with the variables docs/runbooks.md documents --------------------------------------------------
 printf "plugin: mngr.modal.modal\napp: %s\nkey_dir: %s\n" "$MNGR_MODAL_APP" "$MNGR_MODAL_KEY_DIR" > "$work/hosts.modal.yml"
-ansible-playbook -i "$work/hosts.modal.yml" mngr.modal.configure -e target=rb-one \
+inventory=(-i "$work/hosts.modal.yml")
+ansible-playbook "${inventory[@]}" mngr.modal.configure -e target=rb-one \
     -e '{"host_setup_motd": "configured by the runbook", "host_setup_environment": {"RUNBOOK": "yes"}}'
-ansible rb-one -i "$work/hosts.modal.yml" -m ansible.builtin.command -a "cat /etc/motd /etc/environment" \
+ansible rb-one "${inventory[@]}" -m ansible.builtin.shell -a "cat /etc/motd /etc/environment; ls /usr/bin/tmux /usr/bin/jq" \
     | tee "$work/configured.out"
 grep -q "configured by the runbook" "$work/configured.out"
 grep -q "RUNBOOK=" "$work/configured.out"
+grep -q "/usr/bin/jq" "$work/configured.out"
 
-# --- snapshot, stop; start refuses an unknown name and creates nothing ----------------------------------------------
+# --- snapshot (a file written before it, one after), stop ----------------------------------------------------------
+ansible rb-one "${inventory[@]}" -m ansible.builtin.copy -a "dest=/root/before.txt content=before mode=0644"
 ansible-playbook mngr.modal.snapshot -e host_name=rb-one -e snapshot_name=rb-saved
+ansible rb-one "${inventory[@]}" -m ansible.builtin.copy -a "dest=/root/after.txt content=after mode=0644"
 ansible-playbook mngr.modal.stop -e host_name=rb-one
 [ "$(host_state rb-one)" = stopped ]
+# The tags of a stopped host can be read, not changed (that would start it).
+expect_failure "its tags change on a running host only" \
+    ansible-playbook mngr.modal.tags -e host_name=rb-one -e tags_action=add -e '{"host_tags": {"x": "y"}}'
+[ "$(host_state rb-one)" = stopped ]
+ansible-playbook mngr.modal.tags -e host_name=rb-one | grep -q '"rb-one: (no tags)"'
+
+# --- list: the table shows the stopped host, why it stopped, its two snapshots (the newest is the stop's), its age ---
+ansible-playbook mngr.modal.list | tee "$work/list.out"
+grep -qE '"HOST +STATE +ENDPOINT +TAGS +SNAPSHOTS +AGE +WHY"' "$work/list.out"
+grep -qE '"rb-one +stopped +- +- +2 \(newest stop-[0-9-]+\) +[0-9]+[smhd][0-9m]* +stopped by mngr.modal.modal_sandbox at ' \
+    "$work/list.out"
+
+# --- start refuses an unknown name and creates nothing; start prints a working ssh command -----------------------
 expect_failure "there is no host named rb-typo to start" ansible-playbook mngr.modal.start -e host_name=rb-typo
 [ "$(host_state rb-typo)" = absent ]
-
-# --- start prints a working ssh command ---------------------------------------------------------------------------
 ansible-playbook mngr.modal.start -e host_name=rb-one | tee "$work/start.out"
 [ "$(host_state rb-one)" = running ]
 run_printed_ssh "$work/start.out"
+ansible rb-one "${inventory[@]}" -m ansible.builtin.command -a "cat /root/before.txt /root/after.txt"
+
+# --- restore: an unknown snapshot changes nothing; the named one brings back the files as they were -----------------
+expect_failure "snapshot is required" ansible-playbook mngr.modal.restore -e host_name=rb-one
+expect_failure "host rb-one has no snapshot named rb-nothing" \
+    ansible-playbook mngr.modal.restore -e host_name=rb-one -e snapshot=rb-nothing
+[ "$(host_state rb-one)" = running ]
+ansible-playbook mngr.modal.restore -e host_name=rb-one -e snapshot=rb-saved | tee "$work/restore.out"
+run_printed_ssh "$work/restore.out"
+ansible rb-one "${inventory[@]}" -m ansible.builtin.shell -a "cat /root/before.txt; test ! -e /root/after.txt"
+
+# --- rename ----------------------------------------------------------------------------------------------------------
+expect_failure "new_name is required" ansible-playbook mngr.modal.rename -e host_name=rb-one
+ansible-playbook mngr.modal.rename -e host_name=rb-one -e new_name=rb-two | tee "$work/rename.out"
+grep -q '"rb-one is now rb-two' "$work/rename.out"
+[ "$(host_state rb-one)" = absent ]
+[ "$(host_state rb-two)" = running ]
+
+# --- tags: add, get, set, remove --------------------------------------------------------------------------------------
+ansible-playbook mngr.modal.tags -e host_name=rb-two -e tags_action=add -e '{"host_tags": {"team": "ml", "env": "dev"}}'
+ansible-playbook mngr.modal.tags -e host_name=rb-two | tee "$work/tags.out"
+grep -q '"rb-two: env=dev team=ml"' "$work/tags.out"
+ansible-playbook mngr.modal.tags -e host_name=rb-two -e tags_action=set -e '{"host_tags": {"team": "ops"}}' \
+    | tee "$work/tags.out"
+grep -q '"rb-two: team=ops"' "$work/tags.out"
+ansible-playbook mngr.modal.tags -e host_name=rb-two -e tags_action=remove -e '{"tag_keys": ["team"]}' \
+    | tee "$work/tags.out"
+grep -q '"rb-two: (no tags)"' "$work/tags.out"
+expect_failure "tags_action=paint" ansible-playbook mngr.modal.tags -e host_name=rb-two -e tags_action=paint
 
 # --- destroy with confirm=yes ---------------------------------------------------------------------------------------
-ansible-playbook mngr.modal.destroy -e host_name=rb-one -e confirm=yes
-[ "$(host_state rb-one)" = absent ]
+ansible-playbook mngr.modal.destroy -e host_name=rb-two -e confirm=yes
+[ "$(host_state rb-two)" = absent ]

@@ -18,7 +18,18 @@ import pytest
 from ansible.errors import AnsibleParserError
 from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import Templar, is_trusted_as_template, trust_as_template
+from ansible.template import Templar
+
+try:
+    from ansible.template import is_trusted_as_template, trust_as_template
+except ImportError:  # ansible-core before 2.19: every plain string is a template, AnsibleUnsafe ones are not
+    from ansible.utils.unsafe_proxy import AnsibleUnsafe
+
+    def trust_as_template(value: t.Any) -> t.Any:
+        return value
+
+    def is_trusted_as_template(value: t.Any) -> bool:
+        return not isinstance(value, AnsibleUnsafe)
 
 from ansible_collections.mngr.modal.plugins.inventory import modal as plugin_module
 from ansible_collections.mngr.modal.plugins.inventory.modal import (
@@ -116,6 +127,8 @@ def make_plugin(tmp_path, fetch: t.Callable[[], dict] | None = None, extra_vars:
     plugin = InventoryModule()
     plugin.loader = DataLoader()
     plugin.inventory = InventoryData()
+    if not isinstance(getattr(type(plugin), "templar", None), property):
+        plugin.templar = Templar(loader=plugin.loader)  # ansible-core before 2.19 sets it in parse()
     plugin._vars = extra_vars or {}
     merged = dict(DEFAULT_OPTIONS, key_dir=str(tmp_path / "keys"))
     merged.update(options)

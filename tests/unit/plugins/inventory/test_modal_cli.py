@@ -6,7 +6,6 @@ what a failure to reach Modal does to the run. Modal is either unreachable or no
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pathlib
@@ -88,7 +87,9 @@ import json, sys
 from ansible.plugins.loader import init_plugin_loader
 init_plugin_loader([])
 from ansible.plugins.cache import CachePluginAdjudicator
-cache_dir, key, raw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+from ansible.plugins.loader import inventory_loader
+cache_dir, source, raw = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+key = inventory_loader.get("%s").get_cache_key(source)  # the key format is ansible-core's own and changes
 cache = CachePluginAdjudicator("ansible.builtin.jsonfile", _uri=cache_dir, _prefix="ansible_inventory_", _timeout=3600)
 cache[key] = raw
 cache.update_cache_if_changed()
@@ -97,9 +98,7 @@ cache.update_cache_if_changed()
 
 def write_jsonfile_cache(cache_dir: pathlib.Path, source: pathlib.Path, raw: dict) -> None:
     """What the jsonfile cache holds for ``source`` after the plugin read ``raw`` from Modal."""
-    # ansible-core's cache key of an inventory source: plugin name, then a hash of the name and the source path.
-    key = f"{PLUGIN}_k" + hashlib.sha256(f"{PLUGIN}{source}".encode()).hexdigest()[:6]
-    subprocess.run([sys.executable, "-c", WRITE_CACHE, str(cache_dir), key, json.dumps(raw)], check=True,
+    subprocess.run([sys.executable, "-c", WRITE_CACHE % PLUGIN, str(cache_dir), str(source), json.dumps(raw)], check=True,
                    env=dict(os.environ, ANSIBLE_HOME=str(cache_dir.parent / "home" / ".ansible")), timeout=60)
 
 
