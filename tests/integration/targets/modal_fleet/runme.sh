@@ -3,7 +3,8 @@
 # exact_count twice (changed, then not), scaling 5 -> 2 -> 4 (highest index destroyed first), every host answering
 # `ansible -m ping` through the inventory plugin with strict host key checking, a killed host replaced by the next
 # run, modal_gc in check mode then for real on a planted orphan, duplicate and stale record (a sandbox without our
-# tags untouched), and a fleet converging with no duplicates on a private emulator failing 20% of all RPCs.
+# tags untouched), the sandbox role's fleet path (sandbox_count), and a fleet converging with no duplicates on a
+# private emulator failing 20% of all RPCs.
 set -eux
 cd "$(dirname "$0")"
 
@@ -43,6 +44,9 @@ trap cleanup EXIT
 
 # --- exact_count, scaling, results -----------------------------------------------------------------------
 ansible-playbook scale.yml
+
+# --- the sandbox role's path for a list of identical hosts ----------------------------------------------------
+ansible-playbook role.yml
 
 # --- the inventory sees the same hosts, and each answers with strict host key checking ----------------------
 cat > "$work/fleet.modal.yml" <<YAML
