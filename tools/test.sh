@@ -56,7 +56,7 @@ step_emulator() {
 # one shared emulator; every target uses apps of its own. Balanced by measured duration; a target not listed runs in
 # the first group.
 INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready role_host_setup"
-                    "docs_examples modal_snapshot modal_sandbox_info runbooks role_sandbox connection_sandbox_exec")
+                    "docs_examples modal_snapshot modal_sandbox_info runbooks role_sandbox modal_fleet connection_sandbox_exec")
 
 integration_targets() {
     local listed=" ${INTEGRATION_GROUPS[*]} " extra="" dir name

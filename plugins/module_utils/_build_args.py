@@ -409,3 +409,43 @@ def memory_mib(spec: dict[str, t.Any]) -> int:
 def gpu_type(spec: dict[str, t.Any]) -> str | None:
     """The GPU type without its count (``H100:2`` -> ``H100``), or None."""
     return spec["gpu"].split(":", 1)[0] if spec.get("gpu") else None
+
+
+# --- the build options of the modules that create hosts ----------------------------------------------
+
+# The argument spec of the build options, shared by every module that creates hosts (modal_sandbox, modal_fleet).
+BUILD_OPTIONS: dict[str, dict[str, t.Any]] = {
+    "build_args": {"type": "raw"},
+    "gpu": {"type": "str"},
+    "cpu": {"type": "float"},
+    "memory": {"type": "float"},
+    "image": {"type": "str"},
+    "dockerfile": {"type": "path"},
+    "context_dir": {"type": "path"},
+    "docker_build_args": {"type": "dict"},
+    "timeout": {"type": "int"},
+    "idle_timeout": {"type": "int"},
+    "region": {"type": "str"},
+    "secrets": {"type": "list", "elements": "str", "no_log": False},
+    "cidr_allowlist": {"type": "list", "elements": "str"},
+    "offline": {"type": "bool"},
+    "volumes": {"type": "list", "elements": "raw"},
+    "env": {"type": "dict"},
+}
+# The build options that are spec keys (all but build_args, which carries any of them).
+SPEC_OPTIONS = tuple(key for key in BUILD_OPTIONS if key != "build_args")
+
+
+def _build_args_value(value: t.Any) -> t.Any:
+    if value is None or isinstance(value, (str, list)):
+        return value
+    raise BuildArgError(f"build_args must be a string or a list of strings, got {type(value).__name__} {value!r}")
+
+
+def requested_spec(params: dict[str, t.Any]) -> tuple[dict[str, t.Any], list[str]]:
+    """The spec a module's parameters ask for (build_args and the build options), and the keys they give."""
+    from_build_args = parse_build_args(_build_args_value(params.get("build_args")))
+    from_options = {key: params.get(key) for key in SPEC_OPTIONS}
+    spec = resolve_spec(from_build_args, from_options)
+    given = sorted(set(from_build_args) | {key for key, value in from_options.items() if value is not None})
+    return spec, given

@@ -166,7 +166,7 @@ class HostDirectory:
         return [
             ListedSandbox(sandbox["id"], dict(sandbox["tags"]), lister.handles.get(sandbox["id"]),
                           ssh_endpoint=tuple(sandbox["ssh"]) if sandbox.get("ssh") else None,
-                          open_handle=self._open_handle)
+                          open_handle=self._open_handle, created_at=sandbox.get("created_at"))
             for sandbox in listed
         ]
 

@@ -36,6 +36,8 @@ class ListedSandbox:
     _handle: Any = None
     ssh_endpoint: tuple[str, int] | None = None
     open_handle: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
+    # When the sandbox was created (seconds since the epoch), or None when the listing did not say.
+    created_at: float | None = None
 
     @property
     def handle(self) -> Any:

@@ -20,9 +20,15 @@ import re
 import time
 from typing import Any, Iterator
 
-from ansible_collections.mngr.modal.plugins.module_utils._build_args import GPU_TYPES, memory_mib, network_kwargs
+from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
+    GPU_TYPES,
+    BuildArgError,
+    check_network,
+    memory_mib,
+    network_kwargs,
+)
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
-from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfilePlan, dockerfile_image
+from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfilePlan, dockerfile_image, load_dockerfile
 from ansible_collections.mngr.modal.plugins.module_utils._errors import ModalCollectionError
 from ansible_collections.mngr.modal.plugins.module_utils._keys import CLIENT_KEY, HOST_KEY, KeyFolder
 from ansible_collections.mngr.modal.plugins.module_utils._live import ssh_tunnel_endpoint
@@ -163,6 +169,23 @@ def gpu_unavailable_message(gpu: str, region: str | None, exc: ModalError) -> st
 def seconds_since(started: float, minus: float = 0.0) -> float:
     """Seconds since ``started`` (a time.monotonic() reading), less ``minus``, rounded; never negative."""
     return round(max(time.monotonic() - started - minus, 0.0), 2)
+
+
+def check_spec_on_controller(spec: dict[str, Any], building: bool) -> DockerfilePlan | None:
+    """The checks of a spec (requested, or read from a record) that depend on this controller.
+
+    Returns the Dockerfile's plan when the image is built from one (``building``); a snapshot's image needs none.
+    The secrets' values are read from the controller's environment whenever a sandbox is created.
+    """
+    check_network(spec)
+    plan = None
+    if building and spec.get("dockerfile"):
+        # Paths from options arrive expanded (type=path); paths from build_args are expanded by _build_args.
+        plan = load_dockerfile(spec["dockerfile"], spec["context_dir"], spec["docker_build_args"])
+    for name in spec.get("secrets") or []:
+        if name not in os.environ:
+            raise BuildArgError(f"secret {name} names an environment variable that is not set on the controller")
+    return plan
 
 
 # --- the steps ------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import socket
 import subprocess
 import time
 from typing import Any, Callable
@@ -178,14 +179,35 @@ class SshNotReady(Exception):
         self.last_error = last_error
 
 
+def ssh_banner_ready(host: str, port: int, timeout: float = 2.0) -> bool:
+    """Whether an SSH server answers at ``host:port`` (it sends its ``SSH-`` banner first); costs no ssh process.
+
+    A tunnel may accept the TCP connection before sshd listens behind it: then no banner comes.
+    """
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            return sock.recv(8).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+# Seconds between banner probes while sshd starts, and between liveness checks meanwhile.
+BANNER_POLL_SECONDS = 0.05
+LIVENESS_POLL_SECONDS = 1.0
+
+
 def wait_for_ssh(host: str, port: int, private_key_file: str, known_hosts_file: str, timeout: float,
                  still_alive: Callable[[], str | None] | None = None,
                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> int:
-    """Log in as root until it works; return the number of attempts.
+                 clock: Callable[[], float] = time.monotonic,
+                 banner: Callable[[str, int], bool] = ssh_banner_ready) -> int:
+    """Log in as root until it works; return the number of login attempts.
 
-    ``still_alive`` returns None while the sandbox and sshd live, or a reason once they died, so a dead
+    Until sshd sends its banner, the port is probed every BANNER_POLL_SECONDS, which is cheap, instead of running
+    ssh: a login is tried once sshd answers, so a host is ready as soon as its sshd is, even when many start at
+    once. ``still_alive`` returns None while the sandbox and sshd live, or a reason once they died, so a dead
     sandbox fails at once instead of after ``timeout``.
     """
     ssh_binary = shutil.which("ssh")
@@ -195,26 +217,34 @@ def wait_for_ssh(host: str, port: int, private_key_file: str, known_hosts_file: 
     attempts = 0
     delay = 0.2
     last_error = ""
+    next_liveness = clock()
     while True:
-        attempts += 1
-        command = ssh_probe_command(host, port, private_key_file, known_hosts_file, ssh_binary)
-        try:
-            result = run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
-            if result.returncode == 0:
-                return attempts
-            last_error = (result.stderr or "").strip() or f"ssh exited with {result.returncode}"
-        except subprocess.TimeoutExpired:
-            last_error = "ssh did not finish within 30 seconds"
-        if still_alive is not None:
+        if banner(host, port):
+            attempts += 1
+            command = ssh_probe_command(host, port, private_key_file, known_hosts_file, ssh_binary)
+            try:
+                result = run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30, check=False)
+                if result.returncode == 0:
+                    return attempts
+                last_error = (result.stderr or "").strip() or f"ssh exited with {result.returncode}"
+            except subprocess.TimeoutExpired:
+                last_error = "ssh did not finish within 30 seconds"
+            pause = delay
+            delay = min(delay * 2, 2.0)
+            next_liveness = clock()  # a failed login: check at once whether the sandbox is gone
+        else:
+            last_error = last_error or f"no SSH server answers at {host}:{port} yet"
+            pause = BANNER_POLL_SECONDS
+        if still_alive is not None and clock() >= next_liveness:
             reason = still_alive()
             if reason:
                 raise SshNotReady(f"the sandbox stopped before SSH answered: {reason}", last_error)
+            next_liveness = clock() + LIVENESS_POLL_SECONDS
         if clock() >= deadline:
             raise SshNotReady(
                 f"SSH to {SSH_USER}@{host}:{port} did not succeed within {timeout:g} seconds", last_error
             )
-        sleep(delay)
-        delay = min(delay * 2, 2.0)
+        sleep(pause)
 
 
 def sandbox_liveness(sandbox: Any, sshd: Any = None) -> Callable[[], str | None]:

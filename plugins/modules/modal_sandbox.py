@@ -471,7 +471,6 @@ modal_sandbox:
 """
 
 import json
-import os
 import re
 import time
 from typing import Any
@@ -480,10 +479,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mngr.modal.plugins.module_utils._base import ModalModule, run_module
 from ansible_collections.mngr.modal.plugins.module_utils._build_args import (
+    BUILD_OPTIONS,
     BuildArgError,
-    check_network,
-    parse_build_args,
-    resolve_spec,
+    requested_spec,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError, is_not_found
 from ansible_collections.mngr.modal.plugins.module_utils._errors import HostError
@@ -498,26 +496,23 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
 from ansible_collections.mngr.modal.plugins.module_utils._journal import Journal, recover_journal, take_snapshot
 from ansible_collections.mngr.modal.plugins.module_utils._keys import (
     HAS_CRYPTOGRAPHY,
-    HOST_KEY,
     LOCK_TIMEOUT_SECONDS,
     KeyFolder,
     KeyFolderBusy,
     KeyStore,
 )
+from ansible_collections.mngr.modal.plugins.module_utils._launch import HostLauncher, Launch, NameTaken
 from ansible_collections.mngr.modal.plugins.module_utils._live import ended_details
 from ansible_collections.mngr.modal.plugins.module_utils._provision import (
     seconds_since,
     ssh_enabled,
-    CreateFailure,
-    bootstrap,
+    check_spec_on_controller,
     build_image,
-    create_sandbox,
     snapshot_image,
     tail,
     tunnel_endpoint,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._records import (
-    STATUS_RUNNING,
     STATUS_STOPPED,
     HostRecord,
     HostRecords,
@@ -547,17 +542,12 @@ from ansible_collections.mngr.modal.plugins.module_utils._tags import (
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import (
     DockerfileError,
     DockerfilePlan,
-    load_dockerfile,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
     NameReservations,
     Reservation,
-    evidence_from,
-    is_stale,
 )
 
-SPEC_OPTIONS = ("gpu", "cpu", "memory", "image", "dockerfile", "context_dir", "docker_build_args", "timeout",
-                "idle_timeout", "region", "secrets", "cidr_allowlist", "offline", "volumes", "env")
 # Spec keys that say how to build an image: meaningless when the host starts from a snapshot's image.
 IMAGE_SPEC_KEYS = ("image", "dockerfile", "context_dir", "docker_build_args")
 
@@ -572,22 +562,7 @@ class ModalSandboxModule(ModalModule):
     options = {
         "name": {"type": "str", "required": True},
         "state": {"type": "str", "default": "present", "choices": ["present", "started", "stopped", "absent"]},
-        "build_args": {"type": "raw"},
-        "gpu": {"type": "str"},
-        "cpu": {"type": "float"},
-        "memory": {"type": "float"},
-        "image": {"type": "str"},
-        "dockerfile": {"type": "path"},
-        "context_dir": {"type": "path"},
-        "docker_build_args": {"type": "dict"},
-        "timeout": {"type": "int"},
-        "idle_timeout": {"type": "int"},
-        "region": {"type": "str"},
-        "secrets": {"type": "list", "elements": "str", "no_log": False},
-        "cidr_allowlist": {"type": "list", "elements": "str"},
-        "offline": {"type": "bool"},
-        "volumes": {"type": "list", "elements": "raw"},
-        "env": {"type": "dict"},
+        **BUILD_OPTIONS,
         "tags": {"type": "dict"},
         "purge_tags": {"type": "bool", "default": False},
         "new_name": {"type": "str"},
@@ -609,6 +584,7 @@ class ModalSandboxModule(ModalModule):
         self.dockerfile_plan: DockerfilePlan | None = None
         self._catalog: SnapshotCatalog | None = None
         self._reservations: NameReservations | None = None
+        self._launcher: HostLauncher | None = None
         # Seconds each phase of a create took (build, start, ssh_wait), returned as timings.
         self.timings: dict[str, float] = {}
 
@@ -636,10 +612,7 @@ class ModalSandboxModule(ModalModule):
         if state in ("absent", "stopped"):
             # Destroying or stopping a host uses what it was created with: the build options are not needed.
             return
-        from_build_args = parse_build_args(_build_args_value(params["build_args"]))
-        from_options = {key: params[key] for key in SPEC_OPTIONS}
-        self.spec = resolve_spec(from_build_args, from_options)
-        self.given_spec_keys = sorted(set(from_build_args) | {k for k, v in from_options.items() if v is not None})
+        self.spec, self.given_spec_keys = requested_spec(params)
         if params["ssh"] is not None:
             # Recorded with the spec, so a stopped host starts again the way it was created.
             self.spec["ssh"] = params["ssh"]
@@ -665,17 +638,9 @@ class ModalSandboxModule(ModalModule):
         The Dockerfile matters only when the image is built (``building``), not when a snapshot's image is used;
         the secrets' values are read from the controller's environment whenever a sandbox is created.
         """
-        check_network(self.spec)
-        if building and self.spec.get("dockerfile"):
-            self._check_dockerfile()
-        for name in self.spec.get("secrets") or []:
-            if name not in os.environ:
-                raise BuildArgError(f"secret {name} names an environment variable that is not set on the controller")
-
-    def _check_dockerfile(self) -> None:
-        # Paths from options arrive expanded (type=path); paths from build_args are expanded by _build_args.
-        self.dockerfile_plan = load_dockerfile(self.spec["dockerfile"], self.spec["context_dir"],
-                                               self.spec["docker_build_args"])
+        plan = check_spec_on_controller(self.spec, building)
+        if plan is not None:
+            self.dockerfile_plan = plan
 
     # --- entry point ----------------------------------------------------------------------------
 
@@ -708,15 +673,19 @@ class ModalSandboxModule(ModalModule):
             self._reservations = NameReservations(state_files(self.session, create))
         return self._reservations
 
+    def launcher(self, create: bool = True) -> HostLauncher:
+        """Launches and destroys hosts in the crash-safe order (see _launch); ``create`` as for reservations()."""
+        if self._launcher is None:
+            params = self.params
+            self._launcher = HostLauncher(self.session, self.directory, self.reservations(create), params["wait"],
+                                          params["wait_timeout"], params["ssh_public_key"], self.warnings)
+        return self._launcher
+
     def _evidence(self, host_id: str) -> Any:
-        """What Modal says now about a host that holds a name: its record and live sandboxes."""
-        return evidence_from(self.directory.store.get(host_id), self.directory.tagged_sandbox_ids(host_id))
+        return self.launcher().evidence(host_id)
 
     def _release_names(self, host_id: str, *names: str | None) -> None:
-        """Give up the names ``host_id`` no longer has (its old name after a rename; every name once destroyed)."""
-        reservations = self.reservations(create=False)
-        for name in {name for name in names if name}:
-            reservations.release(name, host_id)
+        self.launcher(create=False).release_names(host_id, *names)
 
     def describe(self, host: Host | None, whole_spec: bool = False) -> dict[str, Any]:
         """The before/after view used in the diff.
@@ -762,17 +731,7 @@ class ModalSandboxModule(ModalModule):
         self.diff["after"] = {}
         self.changed = True
         if not self.check_mode:
-            self._terminate_all(host.host_id)
-            previous_name = None
-            if host.record is not None:
-                previous_name = host.record.previous_name
-                host.record.mark_destroyed()
-                directory.store.put(host.record)
-            self._release_names(host.host_id, host.name, previous_name)
-            folder = self.keys.find(host.host_id, host.name, (previous_name,))
-            if folder is not None:
-                with folder.locked(LOCK_TIMEOUT_SECONDS):
-                    folder.remove(host.host_id)
+            self.launcher(create=False).destroy(host)
         result = self.result_for(host, host.name, "absent")
         result["sandbox_id"] = None
         return result
@@ -1156,7 +1115,7 @@ class ModalSandboxModule(ModalModule):
 
         if existing is None:
             # Fail fast, before building anything, when another run holds the name.
-            holder = self._claimant(name)
+            holder = self.launcher().claimant(name)
             if holder is not None:
                 return self._name_taken(name, holder)
         host_id = existing.host_id if existing else new_host_id()
@@ -1170,93 +1129,19 @@ class ModalSandboxModule(ModalModule):
             image = build_image(self.session, self.directory.app, self.spec, self.dockerfile_plan)
         self._time("build", build_started)
         # A new host gets a new folder (named after its new id); another run on this controller that wants the
-        # same host waits for this lock, so it finds the keys complete (see _name_taken).
-        folder = folder or self.keys.folder_for(host_id, name)
-        folder.name = name
-        holder = None
+        # same host waits for its lock, so it finds the keys complete (see _name_taken).
+        launch = Launch(name, host_id, spec, user_tags, existing=existing, source=source, folder=folder,
+                        timings=self.timings)
         try:
-            # A host without SSH has no folder: it is made for the lock (and for the keys, when it gains SSH).
-            with folder.locked(LOCK_TIMEOUT_SECONDS, create=existing is None or not folder.exists()):
-                if existing is None:
-                    holder = self.reservations().reserve(name, host_id, self._evidence)
-                    if holder.host_id != host_id:
-                        folder.remove(host_id)  # ours, still empty: this run creates nothing
-                if holder is None or holder.host_id == host_id:
-                    return self._launch(name, host_id, existing, source, folder, image, spec, user_tags)
-        except KeyFolderBusy as exc:
-            raise HostError(f"host {name}: {exc}. Nothing was changed; retry when the other run is done.")
-        return self._name_taken(name, holder)
-
-    def _launch(self, name: str, host_id: str, existing: Host | None, source: SnapshotRecord | None, folder: KeyFolder,
-                image: Any, spec: dict[str, Any], user_tags: dict[str, str]) -> dict[str, Any]:
-        """Keys, record, sandbox, bootstrap: the part of a create that runs holding the host's name and key folder."""
-        params = self.params
-        with_ssh = ssh_enabled(spec)
-        if with_ssh:
-            folder.ensure(host_id)
-        host_public_key = folder.read_public(HOST_KEY) if with_ssh else ""
-        extra_keys = [params["ssh_public_key"].strip()] if params["ssh_public_key"] else []
-        if existing is not None and existing.record is not None:
-            record = existing.record
-            record.prepare_new_sandbox(user_tags, spec, host_public_key, extra_keys)
-            extra_keys = record.authorized_keys
-        else:
-            record = HostRecord(host_id=host_id, name=name, user_tags=dict(user_tags), spec=spec,
-                                ssh_host_public_key=host_public_key, status=STATUS_RUNNING,
-                                authorized_keys=extra_keys)
-        sandbox = None
-        try:
-            start_started = time.monotonic()
-            sandbox = create_sandbox(self.session, self.directory.app, image, spec, host_id, name, user_tags)
-            endpoint = None
-            self.timings["ssh_wait"] = 0.0
-            if with_ssh:
-                endpoint = bootstrap(self.session, sandbox, folder, spec, extra_keys, params["wait"],
-                                     params["wait_timeout"], self.timings)
-            self._time("start", start_started, minus=self.timings["ssh_wait"])
-            self.session.call(sandbox.set_tags, encode_sandbox_tags(host_id, name, user_tags,
-                                                                    format_endpoint(*endpoint) if endpoint else None))
-            record.mark_running(sandbox.object_id, endpoint)
-            self.directory.store.put(record)
-            self._sweep_duplicates(host_id, sandbox.object_id)
-            if not with_ssh:
-                folder.remove(host_id)  # held as a lock only: a host without SSH keeps nothing on the controller
-        except (CreateFailure, ModalError, OSError) as exc:
-            self._clean_up_failed_create(host_id, folder, record, str(exc), keep_keys=existing is not None)
-            if isinstance(exc, CreateFailure):
-                raise
-            if isinstance(exc, ModalError) and is_not_found(exc) and sandbox is not None:
-                raise CreateFailure(self._ended_during_setup_message(name, exc, kept=existing is not None),
-                                    code=exc.code) from exc
-            if isinstance(exc, ModalError):
-                raise CreateFailure(exc.msg, code=exc.code) from exc
-            raise CreateFailure(f"creating host {name} failed: {exc}") from exc
-        result = host_result(host_id, name, "running", user_tags, spec, record.sandbox_id, endpoint,
-                             self.session.key_dir, self.session.app_name, self.session.environment)
-        if source is not None:
-            result["snapshot"] = source.result()
+            result = self.launcher().launch(launch, image)
+        except NameTaken as exc:
+            return self._name_taken(name, exc.holder)
         result["timings"] = {key: self.timings[key] for key in ("build", "start", "ssh_wait")}
         return result
 
     def _time(self, phase: str, started: float, minus: float = 0.0) -> None:
         """Record how many seconds ``phase`` took since ``started`` (a time.monotonic() reading)."""
         self.timings[phase] = seconds_since(started, minus)
-
-    @staticmethod
-    def _ended_during_setup_message(name: str, exc: ModalError, kept: bool) -> str:
-        """What happened to a host whose sandbox ended while it was being set up (Modal only says NOT_FOUND)."""
-        outcome = ("the host keeps its record and keys, as before this run" if kept
-                   else "the host was not created: its record is marked failed and its new keys were removed")
-        return (f"the sandbox of host {name} ended while SSH was being set up in it (timeout, crash or a terminate "
-                f"from elsewhere; Modal said: {exc.msg}). Nothing was left running: {outcome}. Run the task again "
-                "to retry; if it ends again, check timeout and idle_timeout")
-
-    def _claimant(self, name: str) -> Reservation | None:
-        """The reservation by which another host still holds ``name``, or None when the name is free."""
-        holder = self.reservations().holder(name)
-        if holder is None or is_stale(holder, self._evidence(holder.host_id)):
-            return None
-        return holder
 
     def _name_taken(self, name: str, holder: Reservation) -> dict[str, Any]:
         """Another run created a host named ``name`` at the same time: use that host, or fail touching nothing.
@@ -1289,44 +1174,6 @@ class ModalSandboxModule(ModalModule):
         if host.sandbox is None:
             return self.start(host, name)
         return self.update(host, name)
-
-    def _sweep_duplicates(self, host_id: str, keep: str) -> None:
-        """Terminate any other sandbox of this host: a retried create whose first attempt did reach Modal."""
-        modal = self.session.modal
-        for sandbox_id in self.directory.tagged_sandbox_ids(host_id):
-            if sandbox_id != keep:
-                handle = self.session.call(modal.Sandbox.from_id, sandbox_id, client=self.session.client)
-                self.session.call(handle.terminate)
-                self.warnings.append(f"terminated {sandbox_id}, a duplicate sandbox of host {host_id} left by a retried create")
-
-    def _clean_up_failed_create(self, host_id: str, folder: KeyFolder, record: HostRecord, reason: str,
-                                keep_keys: bool = False) -> None:
-        """No orphans: terminate whatever sandbox this create started, record the failure, drop new keys.
-
-        A host that existed before (a new sandbox for an existing host) keeps its record status and keys, so the
-        next run tries again.
-        """
-        try:
-            self._terminate_all(host_id)
-        except ModalError as exc:
-            self.warnings.append(f"could not terminate the sandbox of the failed host {record.name}: {exc.msg}")
-        try:
-            record.mark_failed(reason, host_existed=keep_keys)
-            self.directory.store.put(record)
-        except ModalError:
-            pass
-        if not keep_keys:
-            folder.remove(host_id)
-            try:
-                self._release_names(host_id, record.name)
-            except (ModalError, SnapshotError):
-                pass
-
-
-def _build_args_value(value: Any) -> Any:
-    if value is None or isinstance(value, (str, list)):
-        return value
-    raise BuildArgError(f"build_args must be a string or a list of strings, got {type(value).__name__} {value!r}")
 
 
 def _spec_value(spec: dict[str, Any], key: str) -> Any:

@@ -292,7 +292,8 @@ def test_wait_for_ssh_retries_until_login(monkeypatch):
     monkeypatch.setattr(_ssh.shutil, "which", lambda name: "/usr/bin/ssh")
     answers = [completed(255, "Connection refused"), completed(255, "Connection refused"), completed(0)]
     clock = FakeClock()
-    attempts = wait_for_ssh("h", 1, "k", "kh", 60, run=lambda *a, **k: answers.pop(0), sleep=clock.sleep, clock=clock)
+    attempts = wait_for_ssh("h", 1, "k", "kh", 60, run=lambda *a, **k: answers.pop(0), sleep=clock.sleep, clock=clock,
+                            banner=lambda host, port: True)
     assert attempts == 3
 
 
@@ -301,7 +302,7 @@ def test_wait_for_ssh_times_out_with_last_error(monkeypatch):
     clock = FakeClock()
     with pytest.raises(SshNotReady) as info:
         wait_for_ssh("h", 1, "k", "kh", 5, run=lambda *a, **k: completed(255, "Host key verification failed."),
-                     sleep=clock.sleep, clock=clock)
+                     sleep=clock.sleep, clock=clock, banner=lambda host, port: True)
     assert "within 5 seconds" in str(info.value)
     assert info.value.last_error == "Host key verification failed."
 
@@ -311,9 +312,58 @@ def test_wait_for_ssh_stops_when_sandbox_dies(monkeypatch):
     clock = FakeClock()
     with pytest.raises(SshNotReady) as info:
         wait_for_ssh("h", 1, "k", "kh", 600, still_alive=lambda: "the sandbox exited with code 137",
-                     run=lambda *a, **k: completed(255, "refused"), sleep=clock.sleep, clock=clock)
+                     run=lambda *a, **k: completed(255, "refused"), sleep=clock.sleep, clock=clock,
+                     banner=lambda host, port: True)
     assert "exited with code 137" in str(info.value)
     assert clock.now == 0.0
+
+
+def test_wait_for_ssh_logs_in_only_once_sshd_answers(monkeypatch):
+    """No ssh process while the port is silent: short banner probes, then one login."""
+    monkeypatch.setattr(_ssh.shutil, "which", lambda name: "/usr/bin/ssh")
+    clock = FakeClock()
+    banners = [False] * 5 + [True]
+    logins = []
+    attempts = wait_for_ssh("h", 1, "k", "kh", 60, run=lambda *a, **k: logins.append(a) or completed(0),
+                            sleep=clock.sleep, clock=clock, banner=lambda host, port: banners.pop(0))
+    assert attempts == 1 and len(logins) == 1
+    assert clock.now == pytest.approx(5 * _ssh.BANNER_POLL_SECONDS)
+
+
+def test_wait_for_ssh_checks_liveness_while_sshd_is_silent(monkeypatch):
+    monkeypatch.setattr(_ssh.shutil, "which", lambda name: "/usr/bin/ssh")
+    clock = FakeClock()
+    checks = []
+
+    def still_alive():
+        checks.append(clock.now)
+        return "the sandbox exited with code 137" if len(checks) == 3 else None
+
+    with pytest.raises(SshNotReady, match="exited with code 137"):
+        wait_for_ssh("h", 1, "k", "kh", 600, still_alive=still_alive, run=lambda *a, **k: completed(0),
+                     sleep=clock.sleep, clock=clock, banner=lambda host, port: False)
+    # Once a second, not at every banner probe.
+    assert len(checks) == 3 and checks[2] >= 2 * _ssh.LIVENESS_POLL_SECONDS
+
+
+def test_ssh_banner_ready_reads_the_banner():
+    import socket
+    import threading
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(2)
+        port = server.getsockname()[1]
+
+        def answer(first: bytes) -> None:
+            connection, _address = server.accept()
+            with connection:
+                connection.sendall(first)
+
+        for first, ready in ((b"SSH-2.0-OpenSSH_9.2\r\n", True), (b"", False)):
+            thread = threading.Thread(target=answer, args=(first,))
+            thread.start()
+            assert _ssh.ssh_banner_ready("127.0.0.1", port, timeout=2) is ready
+            thread.join()
 
 
 def test_wait_for_ssh_needs_a_client(monkeypatch):

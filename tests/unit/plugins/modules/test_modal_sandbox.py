@@ -22,6 +22,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
 from ansible_collections.mngr.modal.plugins.module_utils._state_volume import MemoryStateFiles
 from ansible_collections.mngr.modal.plugins.module_utils._client import ModalError
 from ansible_collections.mngr.modal.plugins.module_utils._dockerfile import DockerfileError
+from ansible_collections.mngr.modal.plugins.module_utils._launch import ended_during_setup_message
 from ansible_collections.mngr.modal.plugins.module_utils._provision import CreateFailure
 from ansible_collections.mngr.modal.plugins.modules.modal_sandbox import ModalSandboxModule
 
@@ -236,8 +237,8 @@ def test_wait_timeout_is_checked_even_when_stopping_or_destroying():
 
 def test_sandbox_ending_during_setup_says_what_happened_to_the_host():
     error = ModalError("Task ta-1 has finished", code="NOT_FOUND")
-    new = ModalSandboxModule._ended_during_setup_message("web", error, kept=False)
-    restarted = ModalSandboxModule._ended_during_setup_message("web", error, kept=True)
+    new = ended_during_setup_message("web", error, kept=False)
+    restarted = ended_during_setup_message("web", error, kept=True)
     for message in (new, restarted):
         assert "sandbox of host web ended while SSH was being set up" in message and "Task ta-1 has finished" in message
     assert "not created" in new and "record is marked failed" in new
