@@ -12,7 +12,7 @@ COLL="$STAGE/ansible_collections/mngr/modal"
 STEPS=${STEPS:-"sanity units emulator integration demo matrix sdk runner ee docs lint changelog artifact"}
 # Steps that start beside the integration step when both are asked for: they mostly wait too (for pip, SSH and the
 # sandboxes), and each works in its own virtualenv, staged copy and emulator.
-BESIDE_INTEGRATION=" demo matrix sdk runner "
+BESIDE_INTEGRATION=" emulator demo matrix sdk runner "
 PY="$VENV/bin/python"
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -50,13 +50,14 @@ step_emulator() {
     "$PY" -m pytest -p no:cacheprovider -q emulator/tests
 }
 
-# Integration targets, in two groups that run side by side: most of their time is spent waiting (for SSH, package
-# downloads, timeouts), so two groups finish much sooner than one queue, even on 2 cores. Each group runs in its
+# Integration targets, in three groups that run side by side: most of their time is spent waiting (for SSH, package
+# downloads, timeouts), so three groups finish much sooner than one queue, even on 2 cores. Each group runs in its
 # own copy of the staged collection (ansible-test keeps per-run state under the collection's tests/output), against
 # one shared emulator; every target uses apps of its own. Balanced by measured duration; a target not listed runs in
 # the first group.
-INTEGRATION_GROUPS=("modal_sandbox inventory_modal ansible_ready role_host_setup"
-                    "docs_examples modal_snapshot modal_sandbox_info runbooks role_sandbox modal_fleet connection_sandbox_exec")
+INTEGRATION_GROUPS=("modal_sandbox inventory_modal"
+                    "ansible_ready runbooks role_host_setup modal_sandbox_info"
+                    "docs_examples modal_snapshot modal_fleet connection_sandbox_exec role_sandbox")
 
 integration_targets() {
     local listed=" ${INTEGRATION_GROUPS[*]} " extra="" dir name
