@@ -126,6 +126,10 @@ class HostLauncher:
             # A host without SSH has no folder: it is made for the lock (and for the keys, when it gains SSH).
             with folder.locked(LOCK_TIMEOUT_SECONDS, create=new_host or not folder.exists()):
                 if new_host:
+                    if ssh_enabled(launch.spec):
+                        # Keys before the name: another run on this controller that loses the name to this one
+                        # finds these keys as soon as the name is taken, and waits on this lock for the host.
+                        folder.ensure(launch.host_id)
                     holder = self.reservations.reserve(launch.name, launch.host_id, self.evidence)
                     if holder.host_id != launch.host_id:
                         folder.remove(launch.host_id)  # ours, still empty: this run creates nothing

@@ -135,7 +135,7 @@ notes:
     fleet (O(state=absent), then O(state=present)).
   - Each host is an ordinary host of the app. M(mngr.modal.modal_sandbox) can stop, start, snapshot or destroy one,
     M(mngr.modal.modal_sandbox_info) lists them (O(mngr.modal.modal_sandbox_info#module:tags) C(fleet=<name>) lists
-    one fleet), and the inventory plugin M(mngr.modal.modal) sees them (C(keyed_groups) on C(modal_tags.fleet)
+    one fleet), and the inventory plugin P(mngr.modal.modal#inventory) sees them (C(keyed_groups) on C(modal_tags.fleet)
     groups them by fleet).
   - M(mngr.modal.modal_gc) finds and removes what a crashed run may leave behind.
 seealso:
