@@ -233,7 +233,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._live import (
     run_bounded,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._records import HostRecord, HostRecords
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import ansible_connection_vars, connection_vars
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import ansible_connection_vars, connection_vars, ssh_enabled
 from ansible_collections.mngr.modal.plugins.module_utils._state_volume import state_files
 from ansible_collections.mngr.modal.plugins.module_utils._tags import normalize_user_tags
 
@@ -493,7 +493,7 @@ def build_host(app: str, host: Host, sandbox: dict[str, t.Any] | None, key_dir: 
     endpoint = host.ssh_endpoint or (tuple(sandbox["ssh"]) if sandbox and sandbox.get("ssh") else None)
     key_found = True
     # Through Modal's exec API, nothing of SSH (endpoint, keys) is needed.
-    by_exec = host.sandbox is not None and (connection_kind == "sandbox_exec" or spec.get("ssh") is False)
+    by_exec = host.sandbox is not None and (connection_kind == "sandbox_exec" or not ssh_enabled(spec))
     if by_exec:
         connection = exec_connection_vars(app, host.name, environment)
     elif host.sandbox is not None:

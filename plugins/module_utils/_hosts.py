@@ -30,7 +30,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._records import (
     HostRecord,
     HostRecords,
 )
-from ansible_collections.mngr.modal.plugins.module_utils._ssh import connection_vars
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import connection_vars, ssh_enabled
 from ansible_collections.mngr.modal.plugins.module_utils._tags import TAG_HOST_ID, decode_sandbox_tags
 
 # --- names -----------------------------------------------------------------------------------
@@ -210,7 +210,7 @@ def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str,
     host without SSH).
     """
     # A host created with ssh=false has no keys, tunnel or sshd: Ansible reaches it through Modal's exec API.
-    with_ssh = (spec or {}).get("ssh") is not False
+    with_ssh = ssh_enabled(spec)
     folder = None
     if host_id and with_ssh:
         keys = KeyStore(key_dir, app, environment)
@@ -227,3 +227,11 @@ def host_result(host_id: str | None, name: str, state: str, user_tags: dict[str,
         "connection": "ssh" if with_ssh else "sandbox_exec",
         "ssh": ssh,
     }
+
+
+def found_host_result(host: Host, session: Any, state: str | None = None,
+                      endpoint: tuple[str, int] | None = None) -> dict[str, Any]:
+    """``host_result`` for a host found in the app: its record's spec, its sandbox, ``endpoint`` or the recorded one."""
+    return host_result(host.host_id, host.name, state or host.state, host.user_tags,
+                       host.record.spec if host.record else {}, host.sandbox.sandbox_id if host.sandbox else None,
+                       endpoint or host.ssh_endpoint, session.key_dir, session.app_name, session.environment)

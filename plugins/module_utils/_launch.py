@@ -36,7 +36,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._provision import (
     bootstrap,
     create_sandbox,
     seconds_since,
-    ssh_enabled,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._records import STATUS_RUNNING, HostRecord
 from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
@@ -47,6 +46,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._reservations import (
     is_stale,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._snapshots import SnapshotError, SnapshotRecord
+from ansible_collections.mngr.modal.plugins.module_utils._ssh import ssh_enabled
 from ansible_collections.mngr.modal.plugins.module_utils._tags import encode_sandbox_tags, format_endpoint
 
 
@@ -125,25 +125,23 @@ class HostLauncher:
         try:
             # A host without SSH has no folder: it is made for the lock (and for the keys, when it gains SSH).
             with folder.locked(LOCK_TIMEOUT_SECONDS, create=new_host or not folder.exists()):
+                if ssh_enabled(launch.spec):
+                    # Keys before the name: another run on this controller that loses the name to this one finds
+                    # these keys as soon as the name is taken, and waits on this lock for the host.
+                    folder.ensure(launch.host_id)
                 if new_host:
-                    if ssh_enabled(launch.spec):
-                        # Keys before the name: another run on this controller that loses the name to this one
-                        # finds these keys as soon as the name is taken, and waits on this lock for the host.
-                        folder.ensure(launch.host_id)
                     holder = self.reservations.reserve(launch.name, launch.host_id, self.evidence)
                     if holder.host_id != launch.host_id:
-                        folder.remove(launch.host_id)  # ours, still empty: this run creates nothing
+                        folder.remove(launch.host_id)  # ours, with keys no host uses: this run creates nothing
                         raise NameTaken(holder)
                 return self._launch_locked(launch, folder, image)
         except KeyFolderBusy as exc:
             raise HostError(f"host {launch.name}: {exc}. Nothing was changed; retry when the other run is done.")
 
     def _launch_locked(self, launch: Launch, folder: KeyFolder, image: Any) -> dict[str, Any]:
-        """Keys, record, sandbox, bootstrap: the part of a launch that runs holding the host's name and key folder."""
+        """Record, sandbox, bootstrap: the part of a launch that runs holding the host's name and key folder (with its keys)."""
         name, host_id, spec, user_tags, existing = launch.name, launch.host_id, launch.spec, launch.user_tags, launch.existing
         with_ssh = ssh_enabled(spec)
-        if with_ssh:
-            folder.ensure(host_id)
         host_public_key = folder.read_public(HOST_KEY) if with_ssh else ""
         extra_keys = list(self.extra_keys)
         if existing is not None and existing.record is not None:

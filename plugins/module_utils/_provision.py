@@ -42,6 +42,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     bootstrap_script,
     sandbox_liveness,
     sshd_command,
+    ssh_enabled,
     wait_for_ssh,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._tags import encode_sandbox_tags
@@ -189,11 +190,6 @@ def check_spec_on_controller(spec: dict[str, Any], building: bool) -> Dockerfile
 
 
 # --- the steps ------------------------------------------------------------------------------------------
-
-
-def ssh_enabled(spec: dict[str, Any]) -> bool:
-    """Whether a host gets sshd, keys and a tunnel; a spec says ``ssh: false`` only for a host without them."""
-    return spec.get("ssh") is not False
 
 
 def snapshot_image(session: Any, app: Any, record: SnapshotRecord) -> Any:

@@ -279,6 +279,11 @@ _ANSIBLE_VARIABLES = (
 )
 
 
+def ssh_enabled(spec: dict[str, Any] | None) -> bool:
+    """Whether a host gets sshd, keys and a tunnel; a spec says ``ssh: false`` only for a host without them."""
+    return (spec or {}).get("ssh") is not False
+
+
 def connection_vars(folder: Any, endpoint: tuple[str, int] | None, user: str = SSH_USER,
                     with_key: bool = True) -> dict[str, Any]:
     """How to reach a host over SSH (the ``ssh`` of module results): its endpoint and its key folder's files.

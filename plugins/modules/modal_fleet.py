@@ -248,6 +248,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     HOST_NAME_MAX_LENGTH,
     Host,
     HostDirectory,
+    found_host_result,
     host_result,
     new_host_id,
     validate_host_name,
@@ -450,10 +451,7 @@ class ModalFleetModule(ModalModule):
         return hosts
 
     def _result_of(self, host: Host) -> dict[str, Any]:
-        session = self.session
-        return host_result(host.host_id, host.name, host.state, host.user_tags, host.record.spec if host.record else {},
-                           host.sandbox.sandbox_id if host.sandbox else None, host.ssh_endpoint, session.key_dir,
-                           session.app_name, session.environment)
+        return found_host_result(host, self.session)
 
     # --- doing it -------------------------------------------------------------------------------------
 

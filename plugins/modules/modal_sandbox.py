@@ -489,6 +489,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     Host,
     HostDirectory,
     find_host,
+    found_host_result,
     host_result,
     new_host_id,
     validate_host_name,
@@ -505,7 +506,6 @@ from ansible_collections.mngr.modal.plugins.module_utils._launch import HostLaun
 from ansible_collections.mngr.modal.plugins.module_utils._live import ended_details
 from ansible_collections.mngr.modal.plugins.module_utils._provision import (
     seconds_since,
-    ssh_enabled,
     check_spec_on_controller,
     build_image,
     snapshot_image,
@@ -530,6 +530,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._snapshots import (
 from ansible_collections.mngr.modal.plugins.module_utils._ssh import (
     SshNotReady,
     sandbox_liveness,
+    ssh_enabled,
     wait_for_ssh,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._state_volume import state_files
@@ -711,10 +712,7 @@ class ModalSandboxModule(ModalModule):
         if host is None:
             return host_result(None, name, state or "absent", {}, {}, None, None, session.key_dir, session.app_name,
                                session.environment)
-        spec = host.record.spec if host.record else {}
-        sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
-        result = host_result(host.host_id, host.name, state or host.state, host.user_tags, spec, sandbox_id,
-                             host.ssh_endpoint, session.key_dir, session.app_name, session.environment)
+        result = found_host_result(host, session, state)
         if result["state"] == "ended":
             result["ended"] = ended_details(session, host)
         return result

@@ -166,7 +166,7 @@ from ansible_collections.mngr.modal.plugins.module_utils._client import ModalErr
 from ansible_collections.mngr.modal.plugins.module_utils._hosts import (
     HostDirectory,
     filter_hosts,
-    host_result,
+    found_host_result,
     validate_host_name,
 )
 from ansible_collections.mngr.modal.plugins.module_utils._live import (
@@ -207,10 +207,7 @@ class ModalSandboxInfoModule(ModalModule):
             endpoint = host.ssh_endpoint
             if endpoint is None and host.sandbox is not None:
                 endpoint = self._endpoint_from_modal(host.sandbox.handle)
-            spec = host.record.spec if host.record else {}
-            sandbox_id = host.sandbox.sandbox_id if host.sandbox else None
-            result = host_result(host.host_id, host.name, host.state, host.user_tags, spec, sandbox_id,
-                                 endpoint, session.key_dir, session.app_name, session.environment)
+            result = found_host_result(host, session, endpoint=endpoint)
             if host.state == "ended":
                 result["ended"] = ended_details(session, host)
             # Listing-only facts from the record: the host's age, and why a stopped host has no sandbox.
